@@ -1,0 +1,378 @@
+//! The malloc family, served from memory the collector scans but never
+//! collects (`GC_malloc_uncollectable`), with glibc's allocator as the
+//! fallback wherever libgc must not or cannot be called.
+//!
+//! Which allocator a pointer came from is never recorded: `GC_base` (no lock,
+//! any address) answers it at free time. It also maps an aligned pointer
+//! inside a larger object back to that object, which is how aligned blocks
+//! need no header. Pointers glibc handed out (before the collector was set
+//! up, or during a fallback) go back to glibc.
+//!
+//! libgc's lock is not re-entrant. While this thread may be inside libgc
+//! (the thread's `bypass` count is non-zero) nothing here calls into libgc:
+//! allocations go to glibc, and frees of collector memory wait on a lock-free
+//! list until a later call on any thread can release them.
+
+use core::ffi::c_void;
+use core::ptr;
+use core::sync::atomic::{AtomicPtr, Ordering};
+
+use crate::sys::{gc, glibc};
+use crate::tls::{self, ThreadState};
+use crate::{init, real, stats, threads};
+
+/// glibc's malloc alignment on 64-bit targets; libgc's granule is the same.
+const MALLOC_ALIGNMENT: usize = 16;
+/// glibc refuses requests above PTRDIFF_MAX.
+const MAX_REQUEST: usize = isize::MAX as usize;
+
+/// Collector memory freed while libgc could not be called, linked through
+/// each block's first word.
+static DEFERRED_FREES: AtomicPtr<c_void> = AtomicPtr::new(ptr::null_mut());
+
+fn set_errno(value: i32) {
+    // SAFETY: __errno_location returns this thread's errno.
+    unsafe { *libc::__errno_location() = value };
+}
+
+fn errno() -> i32 {
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() }
+}
+
+/// Whether allocations on this thread go to the collector now.
+#[inline(always)]
+fn use_collector(me: &ThreadState) -> bool {
+    me.bypass.get() == 0 && threads::registered_for_allocation(me)
+}
+
+/// Whether the collector can be called to free memory on this thread now.
+#[inline(always)]
+fn can_call_collector(me: &ThreadState) -> bool {
+    me.bypass.get() == 0
+}
+
+/// The collector object containing `p`, or null for glibc memory.
+#[inline(always)]
+fn collector_base(p: *mut c_void) -> *mut c_void {
+    if init::is_ready() {
+        gc::base(p)
+    } else {
+        ptr::null_mut()
+    }
+}
+
+#[cold]
+fn libc_counted() {
+    stats::count_libc(!init::is_ready());
+}
+
+fn collector_malloc(me: &ThreadState, size: usize) -> *mut c_void {
+    release_deferred_frees();
+    let p = gc::malloc_uncollectable(size.max(1));
+    if p.is_null() {
+        set_errno(libc::ENOMEM);
+    } else {
+        stats::count_routed(me);
+    }
+    p
+}
+
+/// Collector memory whose start is aligned to `align` (a power of two above
+/// 16): an object `align - 16` bytes larger, and a pointer into it.
+fn collector_aligned(me: &ThreadState, align: usize, size: usize) -> *mut c_void {
+    let Some(total) = size.max(1).checked_add(align - MALLOC_ALIGNMENT) else {
+        set_errno(libc::ENOMEM);
+        return ptr::null_mut();
+    };
+    if total > MAX_REQUEST {
+        set_errno(libc::ENOMEM);
+        return ptr::null_mut();
+    }
+    let base = collector_malloc(me, total);
+    if base.is_null() {
+        return base;
+    }
+    let offset = (base as usize).wrapping_neg() & (align - 1);
+    // SAFETY: libgc objects are 16-aligned, so offset <= align - 16 and
+    // offset + size <= total: the result stays inside the object.
+    unsafe { base.cast::<u8>().add(offset).cast() }
+}
+
+fn free_collector_block(me: &ThreadState, base: *mut c_void) {
+    if can_call_collector(me) {
+        release_deferred_frees();
+        // SAFETY: `base` came from GC_base for memory the caller frees once.
+        unsafe { gc::free(base) };
+    } else {
+        defer_free(base);
+    }
+}
+
+fn defer_free(base: *mut c_void) {
+    stats::count_deferred_free();
+    let link = base.cast::<*mut c_void>();
+    let mut head = DEFERRED_FREES.load(Ordering::Relaxed);
+    loop {
+        // SAFETY: the block is freed memory of at least 16 bytes owned by
+        // the shim from now on; its first word holds the list link.
+        unsafe { link.write(head) };
+        match DEFERRED_FREES.compare_exchange_weak(head, base, Ordering::Release, Ordering::Relaxed)
+        {
+            Ok(_) => return,
+            Err(current) => head = current,
+        }
+    }
+}
+
+#[inline(always)]
+fn release_deferred_frees() {
+    if DEFERRED_FREES.load(Ordering::Relaxed).is_null() {
+        return;
+    }
+    release_deferred_frees_slow();
+}
+
+#[cold]
+fn release_deferred_frees_slow() {
+    let mut block = DEFERRED_FREES.swap(ptr::null_mut(), Ordering::Acquire);
+    while !block.is_null() {
+        // SAFETY: every block on the list was pushed by `defer_free`, which
+        // wrote the next link in its first word; each is freed exactly once.
+        unsafe {
+            let next = block.cast::<*mut c_void>().read();
+            gc::free(block);
+            block = next;
+        }
+    }
+}
+
+/// Usable bytes from `p` to the end of its collector object at `base`.
+fn collector_usable(base: *mut c_void, p: *mut c_void) -> usize {
+    // SAFETY: `base` is GC_base(p), the start of a live object.
+    let size = unsafe { gc::size(base) };
+    size - (p as usize - base as usize)
+}
+
+fn libc_usable(p: *mut c_void) -> usize {
+    match real::malloc_usable_size() {
+        // SAFETY: `p` is a live pointer from glibc's allocator.
+        Some(f) => unsafe { f(p) },
+        None => 0,
+    }
+}
+
+pub fn malloc(size: usize) -> *mut c_void {
+    if size > MAX_REQUEST {
+        set_errno(libc::ENOMEM);
+        return ptr::null_mut();
+    }
+    let me = tls::current();
+    if use_collector(me) {
+        return collector_malloc(me, size);
+    }
+    libc_counted();
+    // SAFETY: plain call into glibc's allocator.
+    unsafe { glibc::malloc(size) }
+}
+
+pub fn calloc(count: usize, size: usize) -> *mut c_void {
+    let Some(total) = count.checked_mul(size).filter(|&t| t <= MAX_REQUEST) else {
+        set_errno(libc::ENOMEM);
+        return ptr::null_mut();
+    };
+    let me = tls::current();
+    if use_collector(me) {
+        // Collector memory is always handed out zeroed.
+        return collector_malloc(me, total);
+    }
+    libc_counted();
+    // SAFETY: plain call into glibc's allocator.
+    unsafe { glibc::calloc(count, size) }
+}
+
+/// # Safety
+/// `p` must be null or a live pointer from this allocator family.
+pub unsafe fn free(p: *mut c_void) {
+    if p.is_null() {
+        return;
+    }
+    let saved_errno = errno();
+    let base = collector_base(p);
+    if base.is_null() {
+        // SAFETY: not collector memory, so it is glibc's (caller's contract).
+        unsafe { glibc::free(p) };
+    } else {
+        free_collector_block(tls::current(), base);
+    }
+    set_errno(saved_errno);
+}
+
+/// # Safety
+/// `p` must be null or a live pointer from this allocator family.
+pub unsafe fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
+    if p.is_null() {
+        return malloc(size);
+    }
+    if size == 0 {
+        // glibc frees the block and returns NULL.
+        // SAFETY: caller's contract.
+        unsafe { free(p) };
+        return ptr::null_mut();
+    }
+    if size > MAX_REQUEST {
+        set_errno(libc::ENOMEM);
+        return ptr::null_mut();
+    }
+    let me = tls::current();
+    let base = collector_base(p);
+    if base.is_null() {
+        if !use_collector(me) {
+            libc_counted();
+            // SAFETY: `p` is glibc memory (caller's contract).
+            return unsafe { glibc::realloc(p, size) };
+        }
+        // glibc memory from before the collector was ready: move it into
+        // scanned memory now.
+        let new = collector_malloc(me, size);
+        if !new.is_null() {
+            let old_size = libc_usable(p);
+            // SAFETY: both blocks are live and distinct; copy what fits.
+            unsafe {
+                ptr::copy_nonoverlapping(p.cast::<u8>(), new.cast::<u8>(), old_size.min(size));
+                glibc::free(p);
+            }
+        }
+        return new;
+    }
+    let usable = collector_usable(base, p);
+    if size <= usable && size >= usable / 2 {
+        // Shrink in place; clear the tail so stale pointers there keep
+        // nothing alive.
+        // SAFETY: [p + size, p + usable) lies inside the object.
+        unsafe { ptr::write_bytes(p.cast::<u8>().add(size), 0, usable - size) };
+        return p;
+    }
+    let new = if use_collector(me) {
+        collector_malloc(me, size)
+    } else {
+        libc_counted();
+        // SAFETY: plain call into glibc's allocator.
+        unsafe { glibc::malloc(size) }
+    };
+    if !new.is_null() {
+        // SAFETY: both blocks are live and distinct; copy what fits.
+        unsafe { ptr::copy_nonoverlapping(p.cast::<u8>(), new.cast::<u8>(), usable.min(size)) };
+        free_collector_block(me, base);
+    }
+    new
+}
+
+/// # Safety
+/// As [`realloc`].
+pub unsafe fn reallocarray(p: *mut c_void, count: usize, size: usize) -> *mut c_void {
+    match count.checked_mul(size) {
+        // SAFETY: caller's contract.
+        Some(total) => unsafe { realloc(p, total) },
+        None => {
+            set_errno(libc::ENOMEM);
+            ptr::null_mut()
+        }
+    }
+}
+
+/// Memory aligned to `align`, which must be a power of two.
+fn aligned(align: usize, size: usize) -> *mut c_void {
+    debug_assert!(align.is_power_of_two());
+    if align <= MALLOC_ALIGNMENT {
+        return malloc(size);
+    }
+    if size > MAX_REQUEST {
+        set_errno(libc::ENOMEM);
+        return ptr::null_mut();
+    }
+    let me = tls::current();
+    if use_collector(me) {
+        return collector_aligned(me, align, size);
+    }
+    libc_counted();
+    // SAFETY: `align` is a power of two, as glibc requires.
+    unsafe { glibc::memalign(align, size) }
+}
+
+/// # Safety
+/// `out` must be valid for a pointer write.
+pub unsafe fn posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> i32 {
+    if !align.is_power_of_two() || align % core::mem::size_of::<*mut c_void>() != 0 {
+        return libc::EINVAL;
+    }
+    let saved_errno = errno();
+    let p = aligned(align, size);
+    set_errno(saved_errno);
+    if p.is_null() {
+        return libc::ENOMEM;
+    }
+    // SAFETY: caller's contract.
+    unsafe { out.write(p) };
+    0
+}
+
+/// C11 `aligned_alloc`: the alignment must be a power of two (EINVAL
+/// otherwise, as glibc 2.38 and later do).
+pub fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
+    if !align.is_power_of_two() {
+        set_errno(libc::EINVAL);
+        return ptr::null_mut();
+    }
+    aligned(align, size)
+}
+
+/// glibc's `memalign`: small alignments mean malloc, others are rounded up
+/// to a power of two, and only impossible ones fail with EINVAL.
+pub fn memalign(align: usize, size: usize) -> *mut c_void {
+    if align <= MALLOC_ALIGNMENT {
+        return malloc(size);
+    }
+    if align > usize::MAX / 2 + 1 {
+        set_errno(libc::EINVAL);
+        return ptr::null_mut();
+    }
+    aligned(align.next_power_of_two(), size)
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        n if n > 0 => n as usize,
+        _ => 4096,
+    }
+}
+
+pub fn valloc(size: usize) -> *mut c_void {
+    aligned(page_size(), size)
+}
+
+pub fn pvalloc(size: usize) -> *mut c_void {
+    let page = page_size();
+    match size.checked_add(page - 1) {
+        Some(n) => aligned(page, (n & !(page - 1)).max(page)),
+        None => {
+            set_errno(libc::ENOMEM);
+            ptr::null_mut()
+        }
+    }
+}
+
+/// # Safety
+/// `p` must be null or a live pointer from this allocator family.
+pub unsafe fn usable_size(p: *mut c_void) -> usize {
+    if p.is_null() {
+        return 0;
+    }
+    let base = collector_base(p);
+    if base.is_null() {
+        libc_usable(p)
+    } else {
+        collector_usable(base, p)
+    }
+}

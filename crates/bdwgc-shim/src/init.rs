@@ -1,0 +1,152 @@
+//! Start-up: initializing the collector on the main thread, and learning
+//! which `pthread_create` calls come from libgc itself.
+//!
+//! libgc calls the plain `pthread_create`, so the shim's hook also receives
+//! libgc's own calls: the one inside `GC_pthread_create` (whose start routine,
+//! libgc's `GC_start_routine`, registers the thread itself) and the creation
+//! of parallel-marker threads (made with libgc's allocation lock held; those
+//! threads must never be registered). Neither start routine is exported, so
+//! the shim watches for them during initialization: `GC_allow_register_threads`
+//! starts the markers, and one probe thread made with `GC_pthread_create`
+//! shows the other. Later calls with those start routines are libgc's own.
+
+use core::ffi::c_void;
+use core::ptr;
+use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+
+use crate::sys::gc;
+use crate::{real, signals, stats, threads, tls};
+
+const UNINITIALIZED: u8 = 0;
+const INITIALIZING: u8 = 1;
+const READY: u8 = 2;
+/// No usable libgc in this process: every hook passes straight to libc.
+const DISABLED: u8 = 3;
+
+static STATE: AtomicU8 = AtomicU8::new(UNINITIALIZED);
+
+/// Which libgc start routine a `pthread_create` call made under the shim's
+/// bypass flag belongs to, while initialization watches for them.
+const LEARN_NOTHING: u8 = 0;
+const LEARN_MARKER: u8 = 1;
+const LEARN_GC_START: u8 = 2;
+static LEARNING: AtomicU8 = AtomicU8::new(LEARN_NOTHING);
+static MARKER_START: AtomicUsize = AtomicUsize::new(0);
+static GC_START: AtomicUsize = AtomicUsize::new(0);
+
+/// Who a thread start routine belongs to.
+#[derive(PartialEq, Eq)]
+pub enum StartRoutineOwner {
+    /// libgc's parallel marker: never registered, created under libgc's lock.
+    LibgcMarker,
+    /// libgc's `GC_start_routine`: registers the thread by itself.
+    LibgcThread,
+    /// Anyone else's: the shim registers the thread.
+    Other,
+}
+
+/// True once the collector is initialized and the hooks route through it.
+#[inline(always)]
+pub fn is_ready() -> bool {
+    STATE.load(Ordering::Acquire) == READY
+}
+
+pub fn is_uninitialized() -> bool {
+    STATE.load(Ordering::Acquire) == UNINITIALIZED
+}
+
+pub fn owner_of(start: usize) -> StartRoutineOwner {
+    if start != 0 && start == MARKER_START.load(Ordering::Relaxed) {
+        StartRoutineOwner::LibgcMarker
+    } else if start != 0 && start == GC_START.load(Ordering::Relaxed) {
+        StartRoutineOwner::LibgcThread
+    } else {
+        StartRoutineOwner::Other
+    }
+}
+
+/// Called by the `pthread_create` hook for calls made while the shim itself
+/// is inside libgc: remembers libgc's start routines during initialization.
+pub fn observe_libgc_start_routine(start: usize) {
+    match LEARNING.load(Ordering::Relaxed) {
+        LEARN_MARKER => MARKER_START.store(start, Ordering::Relaxed),
+        LEARN_GC_START if start != MARKER_START.load(Ordering::Relaxed) => {
+            GC_START.store(start, Ordering::Relaxed)
+        }
+        _ => {}
+    }
+}
+
+/// Whether the calling thread is the process's main thread.
+pub fn on_main_thread() -> bool {
+    // SAFETY: plain system calls without arguments.
+    unsafe { libc::syscall(libc::SYS_gettid) as libc::pid_t == libc::getpid() }
+}
+
+/// Initializes the collector and the shim, once. Must run on the main thread
+/// (the thread that runs `GC_init` becomes the collector's main thread).
+pub fn initialize() {
+    if STATE
+        .compare_exchange(UNINITIALIZED, INITIALIZING, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        return;
+    }
+    real::resolve_all();
+    stats::read_environment();
+    if !crate::sys::libgc_is_linked() {
+        STATE.store(DISABLED, Ordering::Release);
+        return;
+    }
+    let me = tls::current();
+    me.bypassing(|| {
+        if !gc::is_init_called() {
+            // Needed for fork() in multi-threaded programs; must precede GC_init.
+            gc::set_handle_fork(1);
+        }
+        gc::init();
+        LEARNING.store(LEARN_MARKER, Ordering::Relaxed);
+        gc::allow_register_threads();
+        LEARNING.store(LEARN_GC_START, Ordering::Relaxed);
+        if gc::has_pthread_create() {
+            probe_gc_pthread_create();
+        }
+        LEARNING.store(LEARN_NOTHING, Ordering::Relaxed);
+    });
+    signals::set_collector_signals(gc::suspend_signal(), gc::restart_signal());
+    threads::create_exit_key();
+    signals::unblock_collector_signals();
+    STATE.store(READY, Ordering::Release);
+}
+
+/// Creates and joins one thread through `GC_pthread_create`, so that the
+/// `pthread_create` hook sees libgc's start routine.
+fn probe_gc_pthread_create() {
+    unsafe extern "C-unwind" fn probe_thread(_: *mut c_void) -> *mut c_void {
+        ptr::null_mut()
+    }
+    let mut thread: libc::pthread_t = 0;
+    // SAFETY: `thread` is a valid out-pointer and `probe_thread` a valid
+    // start routine that ignores its argument.
+    if unsafe { gc::pthread_create(&mut thread, probe_thread, ptr::null_mut()) } == 0 {
+        gc::pthread_join(thread);
+    }
+}
+
+/// The library constructor: the collector is set up before `main` and before
+/// the constructors of libraries loaded after the shim.
+extern "C" fn run_constructor() {
+    initialize();
+}
+
+#[used]
+#[link_section = ".init_array.00101"]
+static CONSTRUCTOR: extern "C" fn() = run_constructor;
+
+extern "C" fn run_destructor() {
+    stats::print_summary_if_asked();
+}
+
+#[used]
+#[link_section = ".fini_array.00101"]
+static DESTRUCTOR: extern "C" fn() = run_destructor;

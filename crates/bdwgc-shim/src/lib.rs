@@ -1,0 +1,171 @@
+//! Makes a whole process safe for the Boehm-Demers-Weiser garbage collector
+//! (bdwgc, "libgc"), including the C libraries it uses.
+//!
+//! libgc only scans memory it allocated and only knows threads that were
+//! registered with it. A C library that keeps pointers to collected objects
+//! in `malloc` memory, or calls back into collected code from threads it
+//! started, breaks both rules: objects are freed while in use, and the
+//! collector aborts ("Collecting from unknown thread") or hangs.
+//!
+//! This crate defines the malloc family, `pthread_create`, the signal-mask
+//! functions, `dlopen`, `timer_create` and `mq_notify` for the whole process:
+//!
+//! - malloc memory comes from the collector, scanned but never collected
+//!   (until freed), so objects referenced from it stay alive;
+//! - every thread is registered with the collector before its code runs, and
+//!   unregistered when it ends; threads libgc starts for itself are not;
+//! - no registered thread can block the collector's stop-the-world signals.
+//!
+//! # Use
+//!
+//! In a Rust program that uses libgc (directly or through `bdwgc-alloc`),
+//! depend on this crate and add one line to `main.rs`:
+//!
+//! ```ignore
+//! use bdwgc_shim as _;
+//! ```
+//!
+//! C and Crystal programs link `libbdwgc_shim.a` or `libbdwgc_shim.so`, or
+//! preload the latter; see the repository's README.
+//!
+//! The collector is initialized before `main`, on the main thread. Settings
+//! that libgc reads at `GC_init` must come from its environment variables
+//! (`GC_MARKERS`, `GC_INITIAL_HEAP_SIZE`, ...).
+//!
+//! # Platforms
+//!
+//! Active on Linux with glibc on x86_64. Everywhere else the crate builds,
+//! defines nothing, and [`is_active`] returns false.
+//!
+//! # Cost and limits
+//!
+//! Every malloc takes libgc's allocation lock (a faster path is planned), and
+//! malloc memory is scanned at every collection. Memory glibc handed out
+//! before the collector was initialized stays unscanned until it is
+//! reallocated. Threads started with raw `clone`, and pointers hidden from a
+//! conservative scan (XOR-ed, compressed, written to files), are out of reach.
+
+#![no_std]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+#[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+mod alloc;
+#[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+pub mod api;
+#[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+mod dlopen;
+#[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+mod init;
+#[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+mod real;
+#[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+mod signals;
+#[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+mod stats;
+#[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+mod sys;
+#[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+mod threads;
+#[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+mod tls;
+
+/// A snapshot of the shim's counters. Mirrors `bdwgc_shim_stats` in
+/// `include/bdwgc_shim.h`; new fields are only ever added at the end.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Allocations served by the collector: scanned, never collected.
+    /// Counted per thread and added up in batches, so a snapshot may miss up
+    /// to 255 recent allocations of each other running thread.
+    pub allocations_routed: u64,
+    /// Allocations served by glibc because the collector was not set up yet.
+    pub allocations_before_init: u64,
+    /// Allocations served by glibc after set-up: made while libgc itself was
+    /// running on that thread, or by a thread that had left the collector.
+    pub allocations_fallback: u64,
+    /// Threads the shim registered with the collector.
+    pub threads_registered: u64,
+    /// Frees that had to wait because libgc might hold its lock.
+    pub deferred_frees: u64,
+}
+
+
+/// This crate's version.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+const VERSION_C: &core::ffi::CStr =
+    match core::ffi::CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
+        Ok(s) => s,
+        Err(_) => panic!("version contains NUL"),
+    };
+
+/// True when the shim routes this process's allocations and threads through
+/// the collector: a supported platform, libgc linked, initialization done.
+pub fn is_active() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+    {
+        init::is_ready()
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64")))]
+    {
+        false
+    }
+}
+
+/// The shim's counters (allocations routed, threads registered, ...).
+pub fn stats() -> Stats {
+    #[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+    {
+        stats::snapshot()
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64")))]
+    {
+        Stats::default()
+    }
+}
+
+/// Registers the calling thread with the collector if it is not registered
+/// yet. Never needed for threads made with `pthread_create` (or
+/// `std::thread`); useful for a thread that calls libgc before it allocates
+/// anything with malloc, when the shim could not see the thread start.
+/// Returns whether the thread is registered.
+pub fn register_current_thread() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+    {
+        let me = tls::current();
+        if me.mode.get() == tls::MODE_UNKNOWN && sys::gc::thread_is_registered() {
+            me.mode.set(tls::MODE_COLLECTOR);
+        }
+        threads::register_current_thread(me)
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64")))]
+    {
+        false
+    }
+}
+
+/// The C API where the shim is inactive: it reports itself inactive.
+#[cfg(not(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64")))]
+mod inactive_api {
+    use core::ffi::{c_char, c_int};
+
+    #[no_mangle]
+    pub extern "C" fn bdwgc_shim_version() -> *const c_char {
+        crate::VERSION_C.as_ptr()
+    }
+
+    #[no_mangle]
+    pub extern "C" fn bdwgc_shim_is_active() -> c_int {
+        0
+    }
+
+    /// # Safety
+    /// `out` must be null or valid for writing a `bdwgc_shim_stats`.
+    #[no_mangle]
+    pub unsafe extern "C" fn bdwgc_shim_get_stats(out: *mut crate::Stats) {
+        if !out.is_null() {
+            // SAFETY: caller's contract.
+            unsafe { out.write(crate::Stats::default()) };
+        }
+    }
+}

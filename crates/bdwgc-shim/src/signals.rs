@@ -1,0 +1,82 @@
+//! The collector stops the world by signalling every registered thread. A
+//! registered thread that blocks those two signals (directly, by inheriting a
+//! mask, or through `pthread_attr_setsigmask_np`) makes the collector retry
+//! and then abort the process. The shim removes them from every mask a thread
+//! asks for, and unblocks them in every thread it registers.
+
+use core::ffi::c_int;
+use core::mem::MaybeUninit;
+use core::ptr;
+use core::sync::atomic::{AtomicI32, Ordering};
+
+use crate::real;
+
+static SUSPEND_SIGNAL: AtomicI32 = AtomicI32::new(-1);
+static RESTART_SIGNAL: AtomicI32 = AtomicI32::new(-1);
+
+/// Records the collector's signals, as libgc reports them after `GC_init`.
+pub fn set_collector_signals(suspend: c_int, restart: c_int) {
+    SUSPEND_SIGNAL.store(suspend, Ordering::Relaxed);
+    RESTART_SIGNAL.store(restart, Ordering::Relaxed);
+}
+
+fn collector_signals() -> [c_int; 2] {
+    [SUSPEND_SIGNAL.load(Ordering::Relaxed), RESTART_SIGNAL.load(Ordering::Relaxed)]
+}
+
+fn empty_set() -> libc::sigset_t {
+    let mut set = MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigemptyset initializes the whole set.
+    unsafe {
+        libc::sigemptyset(set.as_mut_ptr());
+        set.assume_init()
+    }
+}
+
+/// Unblocks the collector's signals in the calling thread.
+pub fn unblock_collector_signals() {
+    let mut set = empty_set();
+    let mut any = false;
+    for signal in collector_signals() {
+        if signal > 0 {
+            // SAFETY: `set` is initialized and `signal` is a valid number.
+            unsafe { libc::sigaddset(&mut set, signal) };
+            any = true;
+        }
+    }
+    if let (true, Some(pthread_sigmask)) = (any, real::pthread_sigmask()) {
+        // SAFETY: `set` is initialized; the old mask is not wanted.
+        unsafe { pthread_sigmask(libc::SIG_UNBLOCK, &set, ptr::null_mut()) };
+    }
+}
+
+/// The mask to really install for `how`/`set`: `None` to pass `set` as it
+/// is, or a copy without the collector's signals.
+///
+/// # Safety
+/// `set` must be null or point to an initialized `sigset_t`.
+pub unsafe fn without_collector_signals(
+    how: c_int,
+    set: *const libc::sigset_t,
+) -> Option<libc::sigset_t> {
+    if set.is_null() || how == libc::SIG_UNBLOCK {
+        return None;
+    }
+    let signals = collector_signals();
+    // SAFETY: the caller guarantees `set` is valid.
+    let blocks_any = signals
+        .iter()
+        .any(|&s| s > 0 && unsafe { libc::sigismember(set, s) } == 1);
+    if !blocks_any {
+        return None;
+    }
+    // SAFETY: as above; sigset_t is plain data.
+    let mut copy = unsafe { *set };
+    for signal in signals {
+        if signal > 0 {
+            // SAFETY: `copy` is initialized.
+            unsafe { libc::sigdelset(&mut copy, signal) };
+        }
+    }
+    Some(copy)
+}

@@ -1,0 +1,113 @@
+//! Counters that show the shim at work, and the one-line summary printed at
+//! exit when `BDWGC_SHIM_DEBUG=1` is set.
+//!
+//! The allocation counter is per thread and added to the shared total every
+//! [`FLUSH_EVERY`] allocations, so that the malloc fast path does not write
+//! a cache line that every thread shares.
+
+use core::fmt::Write;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use crate::tls::ThreadState;
+use crate::Stats;
+
+const FLUSH_EVERY: u32 = 256;
+
+static ROUTED: AtomicU64 = AtomicU64::new(0);
+static BEFORE_INIT: AtomicU64 = AtomicU64::new(0);
+static FALLBACK: AtomicU64 = AtomicU64::new(0);
+static THREADS_REGISTERED: AtomicU64 = AtomicU64::new(0);
+static DEFERRED_FREES: AtomicU64 = AtomicU64::new(0);
+static DEBUG: AtomicBool = AtomicBool::new(false);
+
+#[inline]
+pub fn count_routed(me: &ThreadState) {
+    let n = me.unflushed_routed.get() + 1;
+    if n >= FLUSH_EVERY {
+        ROUTED.fetch_add(u64::from(n), Ordering::Relaxed);
+        me.unflushed_routed.set(0);
+    } else {
+        me.unflushed_routed.set(n);
+    }
+}
+
+/// Adds this thread's unflushed allocations to the total (at thread exit).
+pub fn flush(me: &ThreadState) {
+    ROUTED.fetch_add(u64::from(me.unflushed_routed.replace(0)), Ordering::Relaxed);
+}
+
+#[cold]
+pub fn count_libc(before_init: bool) {
+    let counter = if before_init { &BEFORE_INIT } else { &FALLBACK };
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+pub fn count_thread_registered() {
+    THREADS_REGISTERED.fetch_add(1, Ordering::Relaxed);
+}
+
+pub fn count_deferred_free() {
+    DEFERRED_FREES.fetch_add(1, Ordering::Relaxed);
+}
+
+pub fn snapshot() -> Stats {
+    let mine = u64::from(crate::tls::current().unflushed_routed.get());
+    Stats {
+        allocations_routed: ROUTED.load(Ordering::Relaxed) + mine,
+        allocations_before_init: BEFORE_INIT.load(Ordering::Relaxed),
+        allocations_fallback: FALLBACK.load(Ordering::Relaxed),
+        threads_registered: THREADS_REGISTERED.load(Ordering::Relaxed),
+        deferred_frees: DEFERRED_FREES.load(Ordering::Relaxed),
+    }
+}
+
+/// Reads `BDWGC_SHIM_DEBUG` (during initialization, when getenv is safe).
+pub fn read_environment() {
+    // SAFETY: the name is NUL-terminated; getenv returns null or a
+    // NUL-terminated string that lives as long as the environment.
+    let value = unsafe { libc::getenv(c"BDWGC_SHIM_DEBUG".as_ptr()) };
+    // SAFETY: `value` is non-null here, so it points to at least one byte.
+    let on = !value.is_null() && !matches!(unsafe { *value } as u8, 0 | b'0');
+    DEBUG.store(on, Ordering::Relaxed);
+}
+
+/// A fixed buffer that `write!` can fill without allocating.
+struct LineBuffer {
+    bytes: [u8; 256],
+    len: usize,
+}
+
+impl Write for LineBuffer {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let room = self.bytes.len() - self.len;
+        let n = s.len().min(room);
+        self.bytes[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        Ok(())
+    }
+}
+
+pub fn print_summary_if_asked() {
+    if !DEBUG.load(Ordering::Relaxed) {
+        return;
+    }
+    let s = snapshot();
+    let version = crate::sys::gc::version();
+    let mut line = LineBuffer { bytes: [0; 256], len: 0 };
+    let _ = writeln!(
+        line,
+        "bdwgc-shim {}: active={} libgc={}.{}.{} routed={} before_init={} fallback={} threads_registered={} deferred_frees={}",
+        crate::VERSION,
+        if crate::is_active() { "yes" } else { "no" },
+        version >> 16,
+        (version >> 8) & 0xff,
+        version & 0xff,
+        s.allocations_routed,
+        s.allocations_before_init,
+        s.allocations_fallback,
+        s.threads_registered,
+        s.deferred_frees,
+    );
+    // SAFETY: writes `len` initialized bytes of the buffer to stderr.
+    unsafe { libc::write(2, line.bytes.as_ptr().cast(), line.len) };
+}

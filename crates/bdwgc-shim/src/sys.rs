@@ -1,0 +1,240 @@
+//! Raw declarations: the libgc functions the shim calls, and the glibc
+//! functions it falls back to. Nothing here has any logic; the rest of the
+//! crate reaches these only through the small safe functions at the bottom.
+//!
+//! libgc is referenced **weakly**. The shim never defines a `GC_*` symbol and
+//! never opens libgc by name: whatever libgc the final program links (the
+//! shared `libgc.so.1`, or a static `libgc.a` inside the executable) satisfies
+//! the references. When no libgc is linked at all (a preloaded shell started
+//! by a program that uses the shim, say), every reference is null and the shim
+//! stays out of the way.
+//!
+//! Rust has no stable weak-import attribute, so the weak references are a
+//! table of pointers written in assembly: each entry is the address of one
+//! libgc function, or 0 when the linker and loader found none.
+
+use core::ffi::{c_char, c_int, c_uint, c_void};
+
+/// libgc's `struct GC_stack_base` on the targets the shim supports.
+#[repr(C)]
+pub struct GcStackBase {
+    pub mem_base: *mut c_void,
+}
+
+/// A thread start routine as libc calls it. `C-unwind` because
+/// `pthread_exit` and cancellation unwind through the shim's trampolines.
+pub type StartRoutine = unsafe extern "C-unwind" fn(*mut c_void) -> *mut c_void;
+
+/// libgc's `GC_SUCCESS`.
+pub const GC_SUCCESS: c_int = 0;
+
+macro_rules! libgc_weak_functions {
+    ($( fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)?; )*) => {
+        core::arch::global_asm!(
+            ".pushsection .data.rel.ro.bdwgc_shim_libgc,\"aw\",@progbits",
+            ".p2align 3",
+            $(
+                concat!(".weak ", stringify!($name)),
+                concat!(".globl bdwgc_shim_weak_", stringify!($name)),
+                concat!(".hidden bdwgc_shim_weak_", stringify!($name)),
+                concat!("bdwgc_shim_weak_", stringify!($name), ":"),
+                concat!(".quad ", stringify!($name)),
+            )*
+            ".popsection",
+        );
+
+        /// The weak references: `None` when the program links no libgc.
+        #[allow(non_upper_case_globals)]
+        pub mod libgc {
+            #[allow(unused_imports)]
+            use super::*;
+            extern "C" {
+                $(
+                    #[link_name = concat!("bdwgc_shim_weak_", stringify!($name))]
+                    pub static $name: Option<unsafe extern "C" fn($($ty),*) $(-> $ret)?>;
+                )*
+            }
+        }
+    };
+}
+
+libgc_weak_functions! {
+    fn GC_init();
+    fn GC_is_init_called() -> c_int;
+    fn GC_get_version() -> c_uint;
+    fn GC_set_handle_fork(value: c_int);
+    fn GC_allow_register_threads();
+    fn GC_register_my_thread(sb: *const GcStackBase) -> c_int;
+    fn GC_unregister_my_thread() -> c_int;
+    fn GC_thread_is_registered() -> c_int;
+    fn GC_get_stack_base(sb: *mut GcStackBase) -> c_int;
+    fn GC_malloc_uncollectable(size: usize) -> *mut c_void;
+    fn GC_free(ptr: *mut c_void);
+    fn GC_base(ptr: *mut c_void) -> *mut c_void;
+    fn GC_size(ptr: *const c_void) -> usize;
+    fn GC_pthread_create(
+        thread: *mut libc::pthread_t,
+        attr: *const libc::pthread_attr_t,
+        start: StartRoutine,
+        arg: *mut c_void
+    ) -> c_int;
+    fn GC_pthread_join(thread: libc::pthread_t, retval: *mut *mut c_void) -> c_int;
+    fn GC_dlopen(file: *const c_char, mode: c_int) -> *mut c_void;
+    fn GC_disable();
+    fn GC_enable();
+    fn GC_get_suspend_signal() -> c_int;
+    fn GC_get_thr_restart_signal() -> c_int;
+}
+
+/// glibc's own allocator, under the names glibc exports for interposers.
+pub mod glibc {
+    use core::ffi::c_void;
+    extern "C" {
+        #[link_name = "__libc_malloc"]
+        pub fn malloc(size: usize) -> *mut c_void;
+        #[link_name = "__libc_calloc"]
+        pub fn calloc(count: usize, size: usize) -> *mut c_void;
+        #[link_name = "__libc_realloc"]
+        pub fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void;
+        #[link_name = "__libc_free"]
+        pub fn free(ptr: *mut c_void);
+        #[link_name = "__libc_memalign"]
+        pub fn memalign(align: usize, size: usize) -> *mut c_void;
+    }
+}
+
+/// Reads one weak reference. Reading an extern static is `unsafe` only
+/// because Rust cannot see its definition; the table is written once by the
+/// loader and never changes.
+macro_rules! gc_fn {
+    ($name:ident) => {
+        // SAFETY: the table entry is an immutable pointer-sized value set by
+        // the linker or loader before any code of this process ran.
+        unsafe { $crate::sys::libgc::$name }
+    };
+}
+
+/// Whether the program links a libgc with everything the shim needs.
+pub fn libgc_is_linked() -> bool {
+    gc_fn!(GC_init).is_some()
+        && gc_fn!(GC_malloc_uncollectable).is_some()
+        && gc_fn!(GC_free).is_some()
+        && gc_fn!(GC_base).is_some()
+        && gc_fn!(GC_size).is_some()
+        && gc_fn!(GC_allow_register_threads).is_some()
+        && gc_fn!(GC_register_my_thread).is_some()
+        && gc_fn!(GC_unregister_my_thread).is_some()
+        && gc_fn!(GC_thread_is_registered).is_some()
+        && gc_fn!(GC_get_stack_base).is_some()
+        && gc_fn!(GC_get_suspend_signal).is_some()
+        && gc_fn!(GC_get_thr_restart_signal).is_some()
+}
+
+/// Safe shells over the libgc calls. Each returns a neutral value when the
+/// function is missing, so callers never dereference a null reference; the
+/// shim only calls them once `libgc_is_linked()` held at initialization.
+pub mod gc {
+    use super::{GcStackBase, StartRoutine};
+    use core::ffi::{c_char, c_int, c_void};
+    use core::ptr;
+
+    macro_rules! call {
+        ($name:ident($($arg:expr),*) or $default:expr) => {
+            match gc_fn!($name) {
+                // SAFETY: the entry is libgc's own function with this
+                // signature (declared from gc.h); arguments are checked by
+                // the wrapper that uses this macro.
+                Some(f) => unsafe { f($($arg),*) },
+                None => $default,
+            }
+        };
+    }
+
+    pub fn init() {
+        call!(GC_init() or ())
+    }
+    pub fn is_init_called() -> bool {
+        call!(GC_is_init_called() or 0) != 0
+    }
+    pub fn version() -> u32 {
+        call!(GC_get_version() or 0)
+    }
+    pub fn set_handle_fork(value: c_int) {
+        call!(GC_set_handle_fork(value) or ())
+    }
+    pub fn allow_register_threads() {
+        call!(GC_allow_register_threads() or ())
+    }
+    /// Registers the calling thread; its stack is scanned up to `sb`.
+    pub fn register_my_thread(sb: &GcStackBase) -> c_int {
+        call!(GC_register_my_thread(sb) or -1)
+    }
+    pub fn unregister_my_thread() {
+        call!(GC_unregister_my_thread() or 0);
+    }
+    pub fn thread_is_registered() -> bool {
+        call!(GC_thread_is_registered() or 0) != 0
+    }
+    /// The calling thread's stack base, or `None` when libgc cannot tell.
+    pub fn stack_base() -> Option<GcStackBase> {
+        let mut sb = GcStackBase { mem_base: ptr::null_mut() };
+        let rc = call!(GC_get_stack_base(&mut sb) or -1);
+        (rc == super::GC_SUCCESS).then_some(sb)
+    }
+    /// Scanned memory that is never collected; zeroed. Null when exhausted.
+    pub fn malloc_uncollectable(size: usize) -> *mut c_void {
+        call!(GC_malloc_uncollectable(size) or ptr::null_mut())
+    }
+    /// The start of the libgc object that contains `p`, or null when `p` is
+    /// not in libgc's heap. Takes no lock; any address is accepted.
+    pub fn base(p: *mut c_void) -> *mut c_void {
+        call!(GC_base(p) or ptr::null_mut())
+    }
+    /// Size of the libgc object at `base`.
+    ///
+    /// # Safety
+    /// `base` must be a value returned by [`base`] for a live object.
+    pub unsafe fn size(base: *mut c_void) -> usize {
+        call!(GC_size(base) or 0)
+    }
+    /// # Safety
+    /// `base` must be the start of a live libgc object, freed only once.
+    pub unsafe fn free(base: *mut c_void) {
+        call!(GC_free(base) or ())
+    }
+    pub fn has_pthread_create() -> bool {
+        gc_fn!(GC_pthread_create).is_some() && gc_fn!(GC_pthread_join).is_some()
+    }
+    /// # Safety
+    /// As `pthread_create`.
+    pub unsafe fn pthread_create(
+        thread: *mut libc::pthread_t,
+        start: StartRoutine,
+        arg: *mut c_void,
+    ) -> c_int {
+        call!(GC_pthread_create(thread, ptr::null(), start, arg) or libc::EAGAIN)
+    }
+    pub fn pthread_join(thread: libc::pthread_t) -> c_int {
+        call!(GC_pthread_join(thread, ptr::null_mut()) or libc::ESRCH)
+    }
+    pub fn has_dlopen() -> bool {
+        gc_fn!(GC_dlopen).is_some()
+    }
+    /// # Safety
+    /// As `dlopen`.
+    pub unsafe fn dlopen(file: *const c_char, mode: c_int) -> *mut c_void {
+        call!(GC_dlopen(file, mode) or ptr::null_mut())
+    }
+    pub fn disable() {
+        call!(GC_disable() or ())
+    }
+    pub fn enable() {
+        call!(GC_enable() or ())
+    }
+    pub fn suspend_signal() -> c_int {
+        call!(GC_get_suspend_signal() or -1)
+    }
+    pub fn restart_signal() -> c_int {
+        call!(GC_get_thr_restart_signal() or -1)
+    }
+}

@@ -1,0 +1,319 @@
+//! Thread registration: every thread that runs code is known to the
+//! collector before that code runs, and leaves it when the thread ends.
+//!
+//! - Threads made through `pthread_create` start in [`shim_thread_start`],
+//!   which registers them, then runs the real start routine.
+//! - Threads made by libgc's `GC_pthread_create` register themselves; they
+//!   start in [`libgc_thread_start`], which only unblocks the collector's
+//!   signals. libgc's marker threads are left alone.
+//! - Threads glibc starts for `SIGEV_THREAD` notifications start in
+//!   [`sigev_thread_start`], which registers them.
+//! - Any other thread (made before the shim was ready, or by raw `clone`)
+//!   is registered on its first allocation.
+//!
+//! The shim unregisters its threads from a pthread-key destructor that
+//! re-arms itself until glibc's last destructor round, so C++ and Rust
+//! `thread_local` destructors and other keys' destructors still run as a
+//! registered thread. After that, the thread's allocations go to glibc.
+
+use core::ffi::{c_int, c_void};
+use core::ptr;
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use crate::init::{self, StartRoutineOwner};
+use crate::real::{self, CStartRoutine};
+use crate::sys::{gc, StartRoutine};
+use crate::tls::{self, ThreadState, MODE_COLLECTOR, MODE_LIBC, MODE_UNKNOWN};
+use crate::{alloc, signals, stats};
+
+/// glibc's PTHREAD_DESTRUCTOR_ITERATIONS.
+const DESTRUCTOR_ROUNDS: u8 = 4;
+const NO_KEY: u32 = u32::MAX;
+static EXIT_KEY: AtomicU32 = AtomicU32::new(NO_KEY);
+
+/// Creates the pthread key whose destructor unregisters threads at exit.
+pub fn create_exit_key() {
+    let mut key: libc::pthread_key_t = 0;
+    // SAFETY: `key` is a valid out-pointer; the destructor has the right ABI.
+    if unsafe { libc::pthread_key_create(&mut key, Some(on_thread_exit)) } == 0 {
+        EXIT_KEY.store(key, Ordering::Release);
+    }
+}
+
+fn arm_exit_destructor(me: &ThreadState) {
+    let key = EXIT_KEY.load(Ordering::Acquire);
+    if key != NO_KEY {
+        // A key past glibc's first 32 allocates its per-thread slot array.
+        me.bypassing(|| {
+            // SAFETY: `key` was created by pthread_key_create; the value is
+            // only a non-null marker.
+            unsafe { libc::pthread_setspecific(key, ptr::NonNull::<u8>::dangling().as_ptr().cast()) }
+        });
+    }
+}
+
+unsafe extern "C" fn on_thread_exit(_: *mut c_void) {
+    let me = tls::current();
+    let round = me.exit_rounds.get() + 1;
+    me.exit_rounds.set(round);
+    if round < DESTRUCTOR_ROUNDS {
+        // Run again in the next round, after other keys' destructors.
+        arm_exit_destructor(me);
+        return;
+    }
+    leave_collector(me);
+}
+
+/// Unregisters the calling thread if the shim registered it.
+fn leave_collector(me: &ThreadState) {
+    stats::flush(me);
+    me.mode.set(MODE_LIBC);
+    if me.owns_registration.replace(false) {
+        me.bypassing(|| {
+            // The program may have unregistered the thread itself; libgc
+            // crashes on a second unregistration.
+            if gc::thread_is_registered() {
+                gc::unregister_my_thread();
+            }
+        });
+    }
+}
+
+/// Whether the calling thread may allocate from the collector, registering
+/// it on the way if the collector does not know it yet.
+#[inline(always)]
+pub fn registered_for_allocation(me: &ThreadState) -> bool {
+    match me.mode.get() {
+        MODE_COLLECTOR => true,
+        MODE_UNKNOWN => register_unknown_thread(me),
+        _ => false,
+    }
+}
+
+#[cold]
+fn register_unknown_thread(me: &ThreadState) -> bool {
+    if !init::is_ready() {
+        return false;
+    }
+    if gc::thread_is_registered() {
+        // The main thread, a GC_pthread_create thread, or a thread the
+        // program registered itself.
+        me.mode.set(MODE_COLLECTOR);
+        return true;
+    }
+    register_current_thread(me)
+}
+
+/// Registers the calling thread with the collector (its whole stack).
+pub fn register_current_thread(me: &ThreadState) -> bool {
+    if !init::is_ready() {
+        return false;
+    }
+    if me.mode.get() == MODE_COLLECTOR {
+        return true;
+    }
+    // pthread_getattr_np allocates; libgc takes no lock here.
+    let Some(stack_base) = me.bypassing(gc::stack_base) else {
+        me.mode.set(MODE_LIBC);
+        return false;
+    };
+    signals::unblock_collector_signals();
+    let rc = me.bypassing(|| gc::register_my_thread(&stack_base));
+    me.mode.set(MODE_COLLECTOR);
+    if rc == crate::sys::GC_SUCCESS {
+        me.owns_registration.set(true);
+        me.exit_rounds.set(0);
+        arm_exit_destructor(me);
+        stats::count_thread_registered();
+    }
+    true
+}
+
+/// The real start routine and argument, kept in scanned memory while the new
+/// thread starts: the argument may be the only reference to a GC object.
+#[repr(C)]
+struct StartRecord {
+    start: StartRoutine,
+    arg: *mut c_void,
+}
+
+/// Takes the start record back and frees it.
+///
+/// # Safety
+/// `record` must come from [`spawn_through`] and be taken once.
+unsafe fn take_record(record: *mut c_void) -> (StartRoutine, *mut c_void) {
+    // SAFETY: per the contract, a live StartRecord written by spawn_through.
+    let StartRecord { start, arg } = unsafe { record.cast::<StartRecord>().read() };
+    // SAFETY: allocated by alloc::malloc, freed once here.
+    unsafe { alloc::free(record) };
+    (start, arg)
+}
+
+/// First code of every thread the shim creates for a caller other than libgc.
+unsafe extern "C-unwind" fn shim_thread_start(record: *mut c_void) -> *mut c_void {
+    register_current_thread(tls::current());
+    // SAFETY: `record` is what spawn_through passed to this thread.
+    let (start, arg) = unsafe { take_record(record) };
+    // SAFETY: the caller's start routine with the caller's argument.
+    unsafe { start(arg) }
+}
+
+/// First code of the threads libgc's `GC_pthread_create` makes.
+unsafe extern "C-unwind" fn libgc_thread_start(record: *mut c_void) -> *mut c_void {
+    signals::unblock_collector_signals();
+    // SAFETY: `record` is what spawn_through passed to this thread.
+    let (start, arg) = unsafe { take_record(record) };
+    // SAFETY: libgc's start routine with libgc's argument.
+    let result = unsafe { start(arg) };
+    // libgc unregistered the thread as its start routine ended.
+    tls::current().mode.set(MODE_LIBC);
+    result
+}
+
+/// # Safety
+/// As `pthread_create`.
+unsafe fn spawn_through(
+    real_create: unsafe extern "C" fn(
+        *mut libc::pthread_t,
+        *const libc::pthread_attr_t,
+        CStartRoutine,
+        *mut c_void,
+    ) -> c_int,
+    thread: *mut libc::pthread_t,
+    attr: *const libc::pthread_attr_t,
+    trampoline: StartRoutine,
+    start: StartRoutine,
+    arg: *mut c_void,
+) -> c_int {
+    let record = alloc::malloc(core::mem::size_of::<StartRecord>());
+    if record.is_null() {
+        return libc::EAGAIN;
+    }
+    // SAFETY: `record` is a fresh, suitably aligned block of the right size.
+    unsafe { record.cast::<StartRecord>().write(StartRecord { start, arg }) };
+    // SAFETY: the two start routine types differ only in whether unwinding
+    // may pass through them, which libc's thread start allows.
+    let trampoline = unsafe { core::mem::transmute::<StartRoutine, CStartRoutine>(trampoline) };
+    // SAFETY: caller's contract for thread/attr; record is ours.
+    let rc = unsafe { real_create(thread, attr, trampoline, record) };
+    if rc != 0 {
+        // SAFETY: the thread was not created, so the record is still ours.
+        unsafe { alloc::free(record) };
+    }
+    rc
+}
+
+/// The `pthread_create` hook.
+///
+/// # Safety
+/// As `pthread_create`.
+pub unsafe fn create(
+    thread: *mut libc::pthread_t,
+    attr: *const libc::pthread_attr_t,
+    start: StartRoutine,
+    arg: *mut c_void,
+) -> c_int {
+    let me = tls::current();
+    if init::is_uninitialized() && me.bypass.get() == 0 && init::on_main_thread() {
+        // A library constructor that runs before the shim's starts a thread:
+        // set the collector up now, so the thread can be registered.
+        init::initialize();
+    }
+    let Some(real_create) = real::pthread_create() else {
+        return libc::EAGAIN;
+    };
+    // SAFETY: identical ABI; see spawn_through.
+    let c_start = unsafe { core::mem::transmute::<StartRoutine, CStartRoutine>(start) };
+    if me.bypass.get() != 0 {
+        // The shim is inside libgc (initialization): this is libgc's call.
+        init::observe_libgc_start_routine(start as usize);
+        // SAFETY: caller's contract.
+        return unsafe { real_create(thread, attr, c_start, arg) };
+    }
+    if !init::is_ready() {
+        // SAFETY: caller's contract. The thread registers on its first
+        // allocation if the collector is ready by then.
+        return unsafe { real_create(thread, attr, c_start, arg) };
+    }
+    match init::owner_of(start as usize) {
+        // libgc holds its lock: anything the creation allocates goes to glibc.
+        // SAFETY (all arms): caller's contract.
+        StartRoutineOwner::LibgcMarker => {
+            me.bypassing(|| unsafe { real_create(thread, attr, c_start, arg) })
+        }
+        StartRoutineOwner::LibgcThread => unsafe {
+            spawn_through(real_create, thread, attr, libgc_thread_start, start, arg)
+        },
+        StartRoutineOwner::Other => unsafe {
+            spawn_through(real_create, thread, attr, shim_thread_start, start, arg)
+        },
+    }
+}
+
+/// What a `SIGEV_THREAD` notification would have called.
+#[repr(C)]
+struct SigevRecord {
+    function: unsafe extern "C" fn(libc::sigval),
+    value: libc::sigval,
+}
+
+/// glibc's `struct sigevent` as laid out for `SIGEV_THREAD`.
+#[repr(C)]
+struct SigeventThread {
+    value: libc::sigval,
+    signo: c_int,
+    notify: c_int,
+    function: Option<unsafe extern "C" fn(libc::sigval)>,
+    attributes: *mut libc::pthread_attr_t,
+    _pad: [u8; 32],
+}
+const _: () = assert!(core::mem::size_of::<SigeventThread>() == core::mem::size_of::<libc::sigevent>());
+
+/// Runs a `SIGEV_THREAD` notification on glibc's thread, registered.
+extern "C" fn sigev_thread_start(value: libc::sigval) {
+    let me = tls::current();
+    if me.mode.get() != MODE_COLLECTOR {
+        register_current_thread(me);
+    }
+    // glibc starts these threads with every signal blocked.
+    signals::unblock_collector_signals();
+    // SAFETY: `value` carries the SigevRecord made by `wrap_sigev_thread`,
+    // which is never freed.
+    let record = unsafe { &*value.sival_ptr.cast::<SigevRecord>() };
+    // SAFETY: the program's notification function with its own value.
+    unsafe { (record.function)(record.value) };
+}
+
+/// A copy of `event` whose `SIGEV_THREAD` notification registers its thread,
+/// or `None` when `event` needs no change.
+///
+/// The record is kept for the life of the process (a timer may fire any
+/// number of times, and glibc does not say when it stops): 16 bytes per
+/// `timer_create`/`mq_notify` call that asks for a thread.
+///
+/// # Safety
+/// `event` must be null or point to a valid `struct sigevent`.
+pub unsafe fn wrap_sigev_thread(event: *const libc::sigevent) -> Result<Option<libc::sigevent>, ()> {
+    if event.is_null() || !init::is_ready() || tls::current().bypass.get() != 0 {
+        return Ok(None);
+    }
+    // SAFETY: caller's contract; same size and alignment (checked above).
+    let thread_event = unsafe { &*event.cast::<SigeventThread>() };
+    let Some(function) = thread_event.function.filter(|_| thread_event.notify == libc::SIGEV_THREAD)
+    else {
+        return Ok(None);
+    };
+    let record = alloc::malloc(core::mem::size_of::<SigevRecord>()).cast::<SigevRecord>();
+    if record.is_null() {
+        return Err(());
+    }
+    // SAFETY: fresh block of the right size; `event` is plain data.
+    unsafe {
+        record.write(SigevRecord { function, value: thread_event.value });
+        let mut copy = event.read();
+        let copy_thread = (&mut copy as *mut libc::sigevent).cast::<SigeventThread>();
+        (*copy_thread).function = Some(sigev_thread_start);
+        (*copy_thread).value = libc::sigval { sival_ptr: record.cast() };
+        Ok(Some(copy))
+    }
+}

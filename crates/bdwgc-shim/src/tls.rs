@@ -1,0 +1,84 @@
+//! Per-thread state, in a thread-local block with the initial-exec TLS model.
+//!
+//! Rust's `thread_local!` uses the general-dynamic model in a shared library,
+//! and that model reaches the variable through `__tls_get_addr`, which may
+//! call malloc: fatal inside malloc itself. Initial-exec variables sit at a
+//! fixed offset from the thread pointer and cost one load, with no call and
+//! no allocation. Stable Rust cannot ask for that model, so the block is
+//! declared in assembly and addressed with one `GOTTPOFF` load.
+//!
+//! The block starts zeroed in every thread, so every field's zero value is
+//! the state of a thread the shim has not seen yet.
+
+use core::cell::Cell;
+
+/// What the shim knows about the calling thread.
+#[repr(C)]
+pub struct ThreadState {
+    /// One of the `MODE_*` constants.
+    pub mode: Cell<u8>,
+    /// The shim registered this thread and must unregister it at exit.
+    pub owns_registration: Cell<bool>,
+    /// How many times the thread-exit destructor has re-armed itself.
+    pub exit_rounds: Cell<u8>,
+    /// The next `dlopen` on this thread comes from inside `GC_dlopen`.
+    pub in_gc_dlopen: Cell<bool>,
+    /// Non-zero while this thread is inside libgc on the shim's behalf (or
+    /// libgc may hold its lock): allocations go to glibc, frees are deferred.
+    pub bypass: Cell<u32>,
+    /// Allocations routed to the collector and not yet added to the totals.
+    pub unflushed_routed: Cell<u32>,
+}
+
+/// Not seen yet: decide on the first allocation.
+pub const MODE_UNKNOWN: u8 = 0;
+/// Registered with the collector: allocations go to scanned memory.
+pub const MODE_COLLECTOR: u8 = 1;
+/// Not (or no longer) registered and not registrable: allocations go to glibc.
+pub const MODE_LIBC: u8 = 2;
+
+core::arch::global_asm!(
+    ".pushsection .tbss.bdwgc_shim_thread_state,\"awT\",@nobits",
+    ".p2align 4",
+    ".globl bdwgc_shim_thread_state",
+    ".hidden bdwgc_shim_thread_state",
+    ".type bdwgc_shim_thread_state, @object",
+    ".size bdwgc_shim_thread_state, 32",
+    "bdwgc_shim_thread_state:",
+    ".zero 32",
+    ".popsection",
+);
+
+const _: () = assert!(core::mem::size_of::<ThreadState>() <= 32);
+
+/// The calling thread's state.
+#[inline(always)]
+pub fn current() -> &'static ThreadState {
+    let state: *const ThreadState;
+    // SAFETY: reads the thread pointer (%fs:0 holds its own address on
+    // x86_64 glibc) and adds the block's offset from the GOT; both are valid
+    // for the whole life of the thread and the code has no other effect.
+    unsafe {
+        core::arch::asm!(
+            "mov {p}, qword ptr fs:[0]",
+            "add {p}, qword ptr [rip + bdwgc_shim_thread_state@GOTTPOFF]",
+            p = out(reg) state,
+            options(pure, readonly, nostack),
+        );
+    }
+    // SAFETY: the block is 32 zero-initialized, 16-aligned bytes owned by
+    // this thread; ThreadState is made of Cells valid when all-zero, and the
+    // reference never leaves the thread (ThreadState is not Sync).
+    unsafe { &*state }
+}
+
+impl ThreadState {
+    /// Runs `f` with allocations on this thread sent to glibc.
+    #[inline]
+    pub fn bypassing<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.bypass.set(self.bypass.get() + 1);
+        let result = f();
+        self.bypass.set(self.bypass.get() - 1);
+        result
+    }
+}

@@ -1,0 +1,28 @@
+/* GC objects kept only in memory of a GC-unaware library, one allocator of
+ * the malloc family at a time, survive collections and heavy allocation. */
+#include "scenario.h"
+#include "stash.h"
+
+#define PER_ALLOCATOR 2000
+
+int main(void) {
+    GC_INIT();
+    print_shim_state();
+    for (int a = 0; a < STASH_ALLOCATOR_COUNT; a++)
+        for (int i = 0; i < PER_ALLOCATOR; i++)
+            if (stash_keep(a, new_tracked((unsigned long)a * 100000 + i)) != 0) {
+                printf("stash_keep failed\n");
+                return 3;
+            }
+    collect_hard();
+    long lost = 0;
+    for (int a = 0; a < STASH_ALLOCATOR_COUNT; a++) {
+        long lost_here = 0;
+        for (int i = 0; i < PER_ALLOCATOR; i++)
+            if (!tracked_ok(stash_get(a, i), (unsigned long)a * 100000 + i)) lost_here++;
+        printf("%-22s lost %ld of %d\n", stash_allocator_name(a), lost_here, PER_ALLOCATOR);
+        lost += lost_here;
+    }
+    stash_clear();
+    return finish(lost);
+}

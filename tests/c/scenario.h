@@ -1,0 +1,84 @@
+/* Helpers shared by the scenario programs: GC objects whose loss can be
+ * seen (a checked pattern and a finalizer that must not run), hard
+ * collections, and the closing line the test harness reads. */
+#ifndef SCENARIO_H
+#define SCENARIO_H
+#define _GNU_SOURCE
+#include <gc.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The shim's C API, weakly: the same program runs with and without it. */
+int bdwgc_shim_is_active(void) __attribute__((weak));
+
+typedef struct tracked {
+    unsigned long tag, check;
+    char payload[48];
+} tracked;
+
+static volatile long finalized_count;
+static void on_finalize(void *obj, void *data) {
+    (void)obj; (void)data;
+    __atomic_add_fetch(&finalized_count, 1, __ATOMIC_RELAXED);
+}
+
+static unsigned long check_of(unsigned long tag) { return ~tag ^ 0x5a5aa5a5c3c33c3cUL; }
+
+static void *new_tracked(unsigned long tag) {
+    tracked *t = GC_MALLOC(sizeof *t);
+    if (t == NULL) { fprintf(stderr, "GC_MALLOC failed\n"); exit(3); }
+    t->tag = tag;
+    t->check = check_of(tag);
+    memset(t->payload, (int)(tag & 0xff), sizeof t->payload);
+    GC_REGISTER_FINALIZER(t, on_finalize, NULL, NULL, NULL);
+    return t;
+}
+
+static int tracked_ok(const void *p, unsigned long tag) {
+    const tracked *t = p;
+    return t != NULL && t->tag == tag && t->check == check_of(tag)
+        && (unsigned char)t->payload[47] == (unsigned char)(tag & 0xff);
+}
+
+/* Checks `p` and lets it die quietly: its finalizer is removed, so that
+ * only objects lost while still in use count as finalized. */
+static int release_tracked(void *p, unsigned long tag) {
+    int ok = tracked_ok(p, tag);
+    if (ok) GC_REGISTER_FINALIZER(p, NULL, NULL, NULL, NULL);
+    return ok;
+}
+
+/* Allocates `megabytes` of garbage, so that freed objects get reused. */
+static void churn(int megabytes) {
+    for (long i = 0; i < (long)megabytes * 1024 * 1024 / 96; i++) {
+        char *p = GC_MALLOC(96);
+        p[0] = (char)i;
+    }
+}
+
+/* Several full collections with heavy allocation between them. */
+static void collect_hard(void) {
+    for (int i = 0; i < 3; i++) {
+        GC_gcollect();
+        churn(8);
+    }
+    GC_gcollect();
+    GC_invoke_finalizers();
+}
+
+static void print_shim_state(void) {
+    printf("shim=%s\n", bdwgc_shim_is_active && bdwgc_shim_is_active() ? "active" : "absent");
+}
+
+/* The line the harness reads; the exit status says the same. */
+static int finish(long lost) {
+    long finalized = __atomic_load_n(&finalized_count, __ATOMIC_RELAXED);
+    printf("lost=%ld finalized=%ld\n", lost, finalized);
+    int ok = lost == 0 && finalized == 0;
+    printf("RESULT %s\n", ok ? "ok" : "fail");
+    fflush(stdout);
+    return ok ? 0 : 1;
+}
+
+#endif
