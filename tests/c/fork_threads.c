@@ -10,8 +10,8 @@ static volatile int stop;
 static void *background(void *arg) {
     void *volatile ring[16] = {0};
     for (unsigned long n = 0; !stop; n++) {
-        if (ring[n % 16] && !release_tracked(ring[n % 16], n - 16)) return (void *)1L;
-        ring[n % 16] = new_tracked(n);
+        if (ring[n % 16] && !tracked_ok(ring[n % 16], n - 16)) return (void *)1L;
+        ring[n % 16] = new_checked(n);
     }
     return arg;
 }

@@ -1,0 +1,5 @@
+//! The `bdwgc-shim` command's internals: the demonstration scenarios and
+//! the table the demo prints.
+
+pub mod demo;
+pub mod scenarios;

@@ -1,0 +1,407 @@
+//! The demonstration scenarios: small C programs that use libgc together with
+//! GC-unaware C libraries (`tests/c`), built in each way of using the shim
+//! and run with a timeout. The demo and the integration tests share this.
+
+use std::ffi::OsString;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// The repository this tool was built from.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap_or_else(|_| {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    })
+}
+
+/// Where `cargo build --release` puts libbdwgc_shim.{a,so}.
+pub fn shim_dir() -> PathBuf {
+    std::env::var_os("BDWGC_SHIM_LIB_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/release"))
+}
+
+/// How a scenario program meets the shim (or does not).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// No shim; libgc linked shared.
+    Without,
+    /// No shim; libgc linked statically.
+    WithoutStaticGc,
+    /// `LD_PRELOAD=libbdwgc_shim.so`, program as in `Without`.
+    Preload,
+    /// Linked with `-lbdwgc_shim` (shared).
+    Shared,
+    /// `-Wl,-u,bdwgc_shim_is_active libbdwgc_shim.a`, shared libgc.
+    Static,
+    /// The same with a static libgc.
+    StaticStaticGc,
+    /// `--whole-archive libbdwgc_shim.a`, shared libgc.
+    WholeArchive,
+    /// The same with a static libgc.
+    WholeArchiveStaticGc,
+}
+
+impl Mode {
+    pub const ALL: [Mode; 8] = [
+        Mode::Without,
+        Mode::WithoutStaticGc,
+        Mode::Preload,
+        Mode::Shared,
+        Mode::Static,
+        Mode::StaticStaticGc,
+        Mode::WholeArchive,
+        Mode::WholeArchiveStaticGc,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Without => "without",
+            Mode::WithoutStaticGc => "without-static-gc",
+            Mode::Preload => "preload",
+            Mode::Shared => "shared",
+            Mode::Static => "static",
+            Mode::StaticStaticGc => "static-static-gc",
+            Mode::WholeArchive => "whole-archive",
+            Mode::WholeArchiveStaticGc => "whole-archive-static-gc",
+        }
+    }
+
+    pub fn has_shim(self) -> bool {
+        !matches!(self, Mode::Without | Mode::WithoutStaticGc)
+    }
+
+    fn static_gc(self) -> bool {
+        matches!(self, Mode::WithoutStaticGc | Mode::StaticStaticGc | Mode::WholeArchiveStaticGc)
+    }
+
+    /// The linker arguments that bring the shim in, as the README gives them.
+    fn shim_link_args(self, shim: &Path) -> Vec<OsString> {
+        let archive = shim.join("libbdwgc_shim.a").into_os_string();
+        let mut args: Vec<OsString> = Vec::new();
+        match self {
+            Mode::Without | Mode::WithoutStaticGc | Mode::Preload => {}
+            Mode::Shared => {
+                args.push(format!("-L{}", shim.display()).into());
+                args.push(format!("-Wl,-rpath,{}", shim.display()).into());
+                args.push("-Wl,--push-state,--no-as-needed".into());
+                args.push("-lbdwgc_shim".into());
+                args.push("-Wl,--pop-state".into());
+            }
+            Mode::Static | Mode::StaticStaticGc => {
+                args.push("-Wl,--undefined=bdwgc_shim_is_active".into());
+                args.push(archive);
+            }
+            Mode::WholeArchive | Mode::WholeArchiveStaticGc => {
+                args.push("-Wl,--whole-archive".into());
+                args.push(archive);
+                args.push("-Wl,--no-whole-archive".into());
+            }
+        }
+        args
+    }
+}
+
+/// One scenario: a program, its arguments, and whether it fails without
+/// the shim (a conformance scenario passes either way).
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    pub name: String,
+    pub program: &'static str,
+    pub args: Vec<String>,
+    pub fails_without_shim: bool,
+    pub what: &'static str,
+}
+
+pub const THREAD_MODES: [&str; 5] =
+    ["joinable", "detached", "signals-blocked", "attr-sigmask", "timer-sigev-thread"];
+
+/// Every scenario, in the order the demo shows them.
+pub fn all_scenarios() -> Vec<Scenario> {
+    let mut list = vec![Scenario {
+        name: "keep-objects".into(),
+        program: "keep_objects",
+        args: vec![],
+        fails_without_shim: true,
+        what: "18,000 GC objects kept only in library malloc memory (9 allocators)",
+    }];
+    for mode in THREAD_MODES {
+        list.push(Scenario {
+            name: format!("thread-{mode}"),
+            program: "thread_callbacks",
+            args: vec![mode.to_string()],
+            fails_without_shim: true,
+            what: "library thread calls back, holds objects on its stack, collects",
+        });
+    }
+    list.extend([
+        Scenario {
+            name: "gc-pthread-create".into(),
+            program: "gc_threads",
+            args: vec![],
+            fails_without_shim: true,
+            what: "GC_THREADS program (GC_pthread_create) plus library threads",
+        },
+        Scenario {
+            name: "fork".into(),
+            program: "fork_threads",
+            args: vec![],
+            fails_without_shim: true,
+            what: "fork() while library threads allocate; the child collects",
+        },
+        Scenario {
+            name: "2000-threads".into(),
+            program: "many_threads",
+            args: vec![],
+            fails_without_shim: true,
+            what: "2,000 library threads, one after another, allocating",
+        },
+        Scenario {
+            name: "before-main".into(),
+            program: "preinit",
+            args: vec![],
+            fails_without_shim: true,
+            what: "memory and a thread from a constructor that ran before main",
+        },
+        Scenario {
+            name: "dlopen".into(),
+            program: "dlopen_stash",
+            args: vec!["@libstash".into()],
+            fails_without_shim: true,
+            what: "a dlopen'ed library keeps GC objects",
+        },
+        Scenario {
+            name: "edge-inputs".into(),
+            program: "edge_inputs",
+            args: vec![],
+            fails_without_shim: false,
+            what: "glibc's promises for edge input (conformance: passes with glibc too)",
+        },
+    ]);
+    list
+}
+
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ending {
+    Exited(i32),
+    Signalled(i32),
+    TimedOut,
+}
+
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub ending: Ending,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+impl Outcome {
+    /// Exit status 0 and the program's own "RESULT ok" line.
+    pub fn passed(&self) -> bool {
+        self.ending == Ending::Exited(0) && self.stdout.lines().any(|l| l == "RESULT ok")
+    }
+
+    /// The program reported whether the shim was active in it.
+    pub fn shim_reported(&self) -> Option<bool> {
+        self.stdout.lines().find_map(|l| match l {
+            "shim=active" => Some(true),
+            "shim=absent" => Some(false),
+            _ => None,
+        })
+    }
+
+    /// A short description for tables: "ok", "lost 17965", "abort: ...".
+    pub fn summary(&self) -> String {
+        if self.passed() {
+            return "ok".into();
+        }
+        let reason = self
+            .stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty() && !l.starts_with("bdwgc-shim "))
+            .map(|l| l.trim().to_string());
+        let lost = self
+            .stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("lost=").and_then(|r| r.split(' ').next()))
+            .filter(|n| *n != "0");
+        match (&self.ending, lost, reason) {
+            (Ending::TimedOut, _, _) => "hang (timed out)".into(),
+            (_, Some(n), _) => format!("lost {n} objects"),
+            (Ending::Signalled(6), _, Some(r)) => format!("abort: {r}"),
+            (Ending::Signalled(11), _, _) => "segfault".into(),
+            (Ending::Signalled(s), _, _) => format!("killed by signal {s}"),
+            (Ending::Exited(c), _, Some(r)) => format!("exit {c}: {r}"),
+            (Ending::Exited(c), _, None) => format!("exit {c}"),
+        }
+    }
+}
+
+fn build_root() -> PathBuf {
+    std::env::var_os("BDWGC_SHIM_SCENARIO_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/scenarios"))
+}
+
+fn cc(args: &[OsString]) -> Result<(), String> {
+    let out = Command::new("cc")
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run cc ({e}): install gcc (apt-get install gcc)"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "cc {} failed:\n{}",
+            args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// Builds the GC-unaware libraries once per process.
+fn libraries() -> Result<PathBuf, String> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let dir = build_root().join("lib");
+            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            let src = repo_root().join("tests/c/lib");
+            for name in ["stash", "early"] {
+                cc(&[
+                    "-O2".into(),
+                    "-g".into(),
+                    "-fPIC".into(),
+                    "-shared".into(),
+                    src.join(format!("{name}.c")).into(),
+                    "-o".into(),
+                    dir.join(format!("lib{name}.so")).into(),
+                    "-lpthread".into(),
+                ])?;
+            }
+            Ok(dir)
+        })
+        .clone()
+}
+
+/// Builds `program` for `mode` (once per process) and returns its path.
+pub fn build(program: &str, mode: Mode) -> Result<PathBuf, String> {
+    static BUILT: Mutex<Vec<(String, Mode, PathBuf)>> = Mutex::new(Vec::new());
+    // Preloading uses the program built without the shim.
+    let link_mode = if mode == Mode::Preload { Mode::Without } else { mode };
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, _, path)) = built.iter().find(|(p, m, _)| p == program && *m == link_mode) {
+        return Ok(path.clone());
+    }
+    let libs = libraries()?;
+    let shim = shim_dir();
+    if link_mode.has_shim() && !shim.join("libbdwgc_shim.a").exists() {
+        return Err(format!("{} has no libbdwgc_shim.a: run cargo build --release", shim.display()));
+    }
+    let dir = build_root().join(link_mode.name());
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let out = dir.join(program);
+    let src = repo_root().join("tests/c");
+    let mut args: Vec<OsString> = vec![
+        "-O2".into(),
+        "-g".into(),
+        "-Wall".into(),
+        format!("-I{}", src.display()).into(),
+        format!("-I{}", src.join("lib").display()).into(),
+        src.join(format!("{program}.c")).into(),
+        "-o".into(),
+        out.clone().into(),
+    ];
+    args.extend(link_mode.shim_link_args(&shim));
+    args.push(format!("-L{}", libs.display()).into());
+    args.push(format!("-Wl,-rpath,{}", libs.display()).into());
+    args.push("-lstash".into());
+    args.push("-learly".into());
+    if link_mode.static_gc() {
+        args.extend(["-Wl,-Bstatic".into(), "-lgc".into(), "-Wl,-Bdynamic".into()]);
+    } else {
+        args.push("-lgc".into());
+    }
+    args.extend(["-lpthread".into(), "-ldl".into()]);
+    cc(&args)?;
+    built.push((program.to_string(), link_mode, out.clone()));
+    Ok(out)
+}
+
+/// Runs `scenario` in `mode`, killing it after `timeout`.
+pub fn run(scenario: &Scenario, mode: Mode, timeout: Duration) -> Result<Outcome, String> {
+    let program = build(scenario.program, mode)?;
+    let libs = libraries()?;
+    let args: Vec<String> = scenario
+        .args
+        .iter()
+        .map(|a| match a.as_str() {
+            "@libstash" => libs.join("libstash.so").display().to_string(),
+            other => other.to_string(),
+        })
+        .collect();
+    let mut command = Command::new(&program);
+    command
+        .args(&args)
+        .env("GC_MARKERS", "2")
+        .env_remove("LD_PRELOAD")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if mode == Mode::Preload {
+        command.env("LD_PRELOAD", shim_dir().join("libbdwgc_shim.so"));
+    }
+    run_with_timeout(command, timeout)
+}
+
+/// Runs `command` with its output captured, killing it after `timeout`.
+pub fn run_with_timeout(mut command: Command, timeout: Duration) -> Result<Outcome, String> {
+    use std::os::unix::process::ExitStatusExt;
+    let start = Instant::now();
+    let mut child = command.spawn().map_err(|e| format!("cannot start {command:?}: {e}"))?;
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    let out_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(o) = stdout.as_mut() {
+            let _ = o.read_to_string(&mut s);
+        }
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(e) = stderr.as_mut() {
+            let _ = e.read_to_string(&mut s);
+        }
+        s
+    });
+    let ending = loop {
+        match child.try_wait().map_err(|e| e.to_string())? {
+            Some(status) => {
+                break match (status.code(), status.signal()) {
+                    (Some(code), _) => Ending::Exited(code),
+                    (None, Some(sig)) => Ending::Signalled(sig),
+                    (None, None) => Ending::Exited(-1),
+                }
+            }
+            None if start.elapsed() > timeout => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break Ending::TimedOut;
+            }
+            None => std::thread::sleep(Duration::from_millis(5)),
+        }
+    };
+    let elapsed = start.elapsed();
+    Ok(Outcome {
+        ending,
+        stdout: out_reader.join().unwrap_or_default(),
+        stderr: err_reader.join().unwrap_or_default(),
+        elapsed,
+    })
+}
