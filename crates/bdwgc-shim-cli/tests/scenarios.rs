@@ -1,0 +1,110 @@
+//! Every scenario in every way of using the shim. Without the shim each
+//! scenario must fail (that is the proof the shim is what fixes it); with it,
+//! in each way of linking or preloading, it must pass and report the shim
+//! active. Needs `cargo build --release` first (scripts/test does it).
+
+use std::time::Duration;
+
+use bdwgc_shim_cli::scenarios::{all_scenarios, run, Mode, Scenario};
+
+const TIMEOUT: Duration = Duration::from_secs(90);
+
+fn check_scenario(name: &str) {
+    let scenario: Scenario = all_scenarios()
+        .into_iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("no scenario {name}"));
+    let mut problems = Vec::new();
+    for mode in Mode::ALL {
+        let outcome = run(&scenario, mode, TIMEOUT).unwrap_or_else(|e| panic!("{name} [{}]: {e}", mode.name()));
+        let report = format!(
+            "{name} [{}]: {} ({:?}, {:.2}s)\n--- stdout\n{}--- stderr\n{}",
+            mode.name(),
+            outcome.summary(),
+            outcome.ending,
+            outcome.elapsed.as_secs_f64(),
+            outcome.stdout,
+            outcome.stderr
+        );
+        eprintln!("{name} [{}]: {}", mode.name(), outcome.summary());
+        if mode.has_shim() {
+            if outcome.shim_reported() != Some(true) {
+                problems.push(format!("shim not active: {report}"));
+            } else if !outcome.passed() {
+                problems.push(format!("fails with the shim: {report}"));
+            }
+        } else {
+            if outcome.shim_reported() == Some(true) {
+                problems.push(format!("shim active without the shim: {report}"));
+            }
+            if scenario.fails_without_shim && outcome.passed() {
+                problems.push(format!("passes without the shim, so proves nothing: {report}"));
+            }
+            if !scenario.fails_without_shim && !outcome.passed() {
+                problems.push(format!("conformance fails with plain glibc: {report}"));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n\n"));
+}
+
+#[test]
+fn keep_objects() {
+    check_scenario("keep-objects");
+}
+#[test]
+fn thread_joinable() {
+    check_scenario("thread-joinable");
+}
+#[test]
+fn thread_detached() {
+    check_scenario("thread-detached");
+}
+#[test]
+fn thread_signals_blocked() {
+    check_scenario("thread-signals-blocked");
+}
+#[test]
+fn thread_attr_sigmask() {
+    check_scenario("thread-attr-sigmask");
+}
+#[test]
+fn thread_timer_sigev_thread() {
+    check_scenario("thread-timer-sigev-thread");
+}
+#[test]
+fn gc_pthread_create() {
+    check_scenario("gc-pthread-create");
+}
+#[test]
+fn fork_with_threads() {
+    check_scenario("fork");
+}
+#[test]
+fn two_thousand_threads() {
+    check_scenario("2000-threads");
+}
+#[test]
+fn before_main() {
+    check_scenario("before-main");
+}
+#[test]
+fn dlopen() {
+    check_scenario("dlopen");
+}
+#[test]
+fn edge_inputs() {
+    check_scenario("edge-inputs");
+}
+
+#[test]
+fn every_scenario_has_a_test() {
+    let tested = [
+        "keep-objects", "thread-joinable", "thread-detached", "thread-signals-blocked",
+        "thread-attr-sigmask", "thread-timer-sigev-thread", "gc-pthread-create", "fork",
+        "2000-threads", "before-main", "dlopen", "edge-inputs",
+    ];
+    for s in all_scenarios() {
+        assert!(tested.contains(&s.name.as_str()), "scenario {} has no test", s.name);
+    }
+}
