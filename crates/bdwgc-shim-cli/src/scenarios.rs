@@ -345,15 +345,26 @@ pub fn run(scenario: &Scenario, mode: Mode, timeout: Duration) -> Result<Outcome
             other => other.to_string(),
         })
         .collect();
-    let mut command = Command::new(&program);
+    run_program(&program, &args, mode == Mode::Preload, timeout)
+}
+
+/// Runs an already built program the way the scenarios run: with
+/// `GC_MARKERS=2`, and with the shim preloaded when `preload` is set.
+pub fn run_program(
+    program: &Path,
+    args: &[String],
+    preload: bool,
+    timeout: Duration,
+) -> Result<Outcome, String> {
+    let mut command = Command::new(program);
     command
-        .args(&args)
+        .args(args)
         .env("GC_MARKERS", "2")
         .env_remove("LD_PRELOAD")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    if mode == Mode::Preload {
+    if preload {
         command.env("LD_PRELOAD", shim_dir().join("libbdwgc_shim.so"));
     }
     run_with_timeout(command, timeout)

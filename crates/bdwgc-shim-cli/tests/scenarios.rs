@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use bdwgc_shim_cli::scenarios::{all_scenarios, run, Mode, Scenario};
+use bdwgc_shim_cli::scenarios::{all_scenarios, run, run_program, shim_dir, Mode, Scenario};
 
 const TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -107,4 +107,19 @@ fn every_scenario_has_a_test() {
     for s in all_scenarios() {
         assert!(tested.contains(&s.name.as_str()), "scenario {} has no test", s.name);
     }
+}
+
+/// A Rust program whose std threads use libgc: `use bdwgc_shim as _;` is all
+/// it takes (examples/std_threads.rs); the same program without that line
+/// fails (examples/std_threads_no_shim.rs).
+#[test]
+fn rust_std_threads() {
+    let examples = shim_dir().join("examples");
+    let with = run_program(&examples.join("std_threads"), &[], false, TIMEOUT)
+        .expect("run `cargo build --release --examples` first");
+    let without = run_program(&examples.join("std_threads_no_shim"), &[], false, TIMEOUT)
+        .expect("run `cargo build --release --examples` first");
+    eprintln!("rust std threads: without {}, with {}", without.summary(), with.summary());
+    assert!(with.passed() && with.shim_reported() == Some(true), "with the shim: {with:?}");
+    assert!(!without.passed() && without.shim_reported() != Some(true), "without the shim: {without:?}");
 }

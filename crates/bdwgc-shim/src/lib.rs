@@ -169,3 +169,29 @@ mod inactive_api {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    // This test binary links no libgc: the shim must stay out of the way,
+    // with every hook passing straight to glibc.
+    extern crate std;
+    use std::vec::Vec;
+
+    #[test]
+    fn inactive_without_libgc() {
+        assert!(!crate::is_active());
+        assert!(!crate::register_current_thread());
+    }
+
+    #[test]
+    fn hooks_pass_through_without_libgc() {
+        let handles: Vec<_> = (0..4)
+            .map(|i| std::thread::spawn(move || (0..1000).map(|n| std::vec![i; n]).map(|v| v.len()).sum::<usize>()))
+            .collect();
+        let total: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        assert_eq!(total, 4 * 999 * 1000 / 2);
+        let stats = crate::stats();
+        assert_eq!(stats.allocations_routed, 0);
+        assert_eq!(stats.threads_registered, 0);
+    }
+}
