@@ -24,5 +24,11 @@ int main(void) {
         lost += lost_here;
     }
     stash_clear();
+    bdwgc_shim_stats stats = shim_stats();
+    printf("allocations_routed=%llu\n", (unsigned long long)stats.allocations_routed);
+    if (shim_active() && stats.allocations_routed < STASH_ALLOCATOR_COUNT * PER_ALLOCATOR) {
+        printf("the shim did not count the library's allocations\n");
+        lost++;
+    }
     return finish(lost);
 }

@@ -10,7 +10,10 @@
 #include <string.h>
 
 /* The shim's C API, weakly: the same program runs with and without it. */
-int bdwgc_shim_is_active(void) __attribute__((weak));
+#include "bdwgc_shim.h"
+#pragma weak bdwgc_shim_is_active
+#pragma weak bdwgc_shim_get_stats
+#pragma weak bdwgc_shim_version
 
 typedef struct tracked {
     unsigned long tag, check;
@@ -74,9 +77,18 @@ static void collect_hard(void) {
     GC_invoke_finalizers();
 }
 
+static int shim_active(void) { return bdwgc_shim_is_active && bdwgc_shim_is_active(); }
+
 static void print_shim_state(void) {
-    printf("shim=%s\n", bdwgc_shim_is_active && bdwgc_shim_is_active() ? "active" : "absent");
+    printf("shim=%s\n", shim_active() ? "active" : "absent");
     fflush(stdout);
+}
+
+/* The shim's counters, all zero without the shim. */
+static bdwgc_shim_stats shim_stats(void) {
+    bdwgc_shim_stats s = {0};
+    if (bdwgc_shim_get_stats) bdwgc_shim_get_stats(&s);
+    return s;
 }
 
 /* The line the harness reads; the exit status says the same. */

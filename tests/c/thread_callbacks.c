@@ -39,5 +39,11 @@ int main(int argc, char **argv) {
         lost += (long)stash_wait(t);
     }
     printf("mode=%s\n", stash_thread_mode_name(mode));
+    bdwgc_shim_stats stats = shim_stats();
+    printf("threads_registered=%llu\n", (unsigned long long)stats.threads_registered);
+    if (shim_active() && (stats.threads_registered < 3 || !bdwgc_shim_version()[0])) {
+        printf("the shim did not count the library's threads\n");
+        lost++;
+    }
     return finish(lost);
 }

@@ -115,8 +115,16 @@ pub struct Scenario {
     pub what: &'static str,
 }
 
-pub const THREAD_MODES: [&str; 5] =
-    ["joinable", "detached", "signals-blocked", "attr-sigmask", "timer-sigev-thread"];
+pub const THREAD_MODES: [&str; 8] = [
+    "joinable",
+    "detached",
+    "signals-blocked",
+    "attr-sigmask",
+    "timer-sigev-thread",
+    "mq-notify-sigev-thread",
+    "pthread-exit",
+    "cancelled",
+];
 
 /// Every scenario, in the order the demo shows them.
 pub fn all_scenarios() -> Vec<Scenario> {
@@ -313,6 +321,7 @@ pub fn build(program: &str, mode: Mode) -> Result<PathBuf, String> {
         "-Wall".into(),
         format!("-I{}", src.display()).into(),
         format!("-I{}", src.join("lib").display()).into(),
+        format!("-I{}", repo_root().join("include").display()).into(),
         src.join(format!("{program}.c")).into(),
         "-o".into(),
         out.clone().into(),

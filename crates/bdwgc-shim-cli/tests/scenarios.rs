@@ -73,6 +73,18 @@ fn thread_timer_sigev_thread() {
     check_scenario("thread-timer-sigev-thread");
 }
 #[test]
+fn thread_mq_notify_sigev_thread() {
+    check_scenario("thread-mq-notify-sigev-thread");
+}
+#[test]
+fn thread_pthread_exit() {
+    check_scenario("thread-pthread-exit");
+}
+#[test]
+fn thread_cancelled() {
+    check_scenario("thread-cancelled");
+}
+#[test]
 fn gc_pthread_create() {
     check_scenario("gc-pthread-create");
 }
@@ -101,7 +113,8 @@ fn edge_inputs() {
 fn every_scenario_has_a_test() {
     let tested = [
         "keep-objects", "thread-joinable", "thread-detached", "thread-signals-blocked",
-        "thread-attr-sigmask", "thread-timer-sigev-thread", "gc-pthread-create", "fork",
+        "thread-attr-sigmask", "thread-timer-sigev-thread", "thread-mq-notify-sigev-thread",
+        "thread-pthread-exit", "thread-cancelled", "gc-pthread-create", "fork",
         "2000-threads", "before-main", "dlopen", "edge-inputs",
     ];
     for s in all_scenarios() {
@@ -122,4 +135,21 @@ fn rust_std_threads() {
     eprintln!("rust std threads: without {}, with {}", without.summary(), with.summary());
     assert!(with.passed() && with.shim_reported() == Some(true), "with the shim: {with:?}");
     assert!(!without.passed() && without.shim_reported() != Some(true), "without the shim: {without:?}");
+}
+
+/// BDWGC_SHIM_DEBUG=1 prints one summary line at exit.
+#[test]
+fn debug_summary_line() {
+    let scenario = all_scenarios().into_iter().find(|s| s.name == "keep-objects").unwrap();
+    let program = bdwgc_shim_cli::scenarios::build(scenario.program, Mode::Preload).unwrap();
+    let mut command = std::process::Command::new(program);
+    command
+        .env("LD_PRELOAD", shim_dir().join("libbdwgc_shim.so"))
+        .env("BDWGC_SHIM_DEBUG", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let outcome = bdwgc_shim_cli::scenarios::run_with_timeout(command, TIMEOUT).unwrap();
+    let lines: Vec<&str> = outcome.stderr.lines().filter(|l| l.starts_with("bdwgc-shim ")).collect();
+    assert_eq!(lines.len(), 1, "{}", outcome.stderr);
+    assert!(lines[0].contains(": active=yes libgc=") && lines[0].contains(" threads_registered="), "{}", lines[0]);
 }

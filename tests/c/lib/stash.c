@@ -3,7 +3,9 @@
 #define _GNU_SOURCE
 #include "stash.h"
 
+#include <fcntl.h>
 #include <malloc.h>
+#include <mqueue.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <signal.h>
@@ -11,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 /* Each kept pointer lives at offset 8 of its own block. */
 #define SLOT_OFFSET 8
@@ -83,6 +86,7 @@ void stash_clear(void) {
 
 static const char *const mode_names[STASH_THREAD_MODE_COUNT] = {
     "joinable", "detached", "signals-blocked", "attr-sigmask", "timer-sigev-thread",
+    "mq-notify-sigev-thread", "pthread-exit", "cancelled",
 };
 
 const char *stash_thread_mode_name(int mode) {
@@ -95,6 +99,8 @@ struct stash_thread {
     void *arg, *result;
     pthread_t thread;
     timer_t timer;
+    mqd_t queue;
+    char queue_name[64];
     sem_t done;
 };
 
@@ -108,7 +114,21 @@ static void run_callback(stash_thread *t) {
     sem_post(&t->done);
 }
 
-static void *thread_main(void *arg) { run_callback(arg); return NULL; }
+/* A few frames deep, so that pthread_exit unwinds through them. */
+static __attribute__((noinline)) void exit_from_depth(int depth) {
+    if (depth == 0) pthread_exit(NULL);
+    exit_from_depth(depth - 1);
+    __asm__ volatile("");
+}
+
+static void *thread_main(void *arg) {
+    stash_thread *t = arg;
+    run_callback(t);
+    if (t->mode == STASH_EXITS) exit_from_depth(5);
+    if (t->mode == STASH_CANCELLED)
+        for (;;) pause(); /* a cancellation point; stash_wait cancels */
+    return NULL;
+}
 static void timer_main(union sigval value) { run_callback(value.sival_ptr); }
 
 stash_thread *stash_start(int mode, stash_callback callback, void *arg) {
@@ -128,6 +148,22 @@ stash_thread *stash_start(int mode, stash_callback callback, void *arg) {
         struct itimerspec when = {{0, 0}, {0, 1000000}};
         rc = timer_create(CLOCK_MONOTONIC, &ev, &t->timer);
         if (rc == 0) rc = timer_settime(t->timer, 0, &when, NULL);
+    } else if (mode == STASH_MQ_NOTIFY) {
+        struct mq_attr qa = {0};
+        qa.mq_maxmsg = 1;
+        qa.mq_msgsize = 8;
+        snprintf(t->queue_name, sizeof t->queue_name, "/stash-%d-%p", (int)getpid(), (void *)t);
+        t->queue = mq_open(t->queue_name, O_RDWR | O_CREAT | O_EXCL, 0600, &qa);
+        rc = t->queue == (mqd_t)-1 ? -1 : 0;
+        if (rc == 0) {
+            struct sigevent ev;
+            memset(&ev, 0, sizeof ev);
+            ev.sigev_notify = SIGEV_THREAD;
+            ev.sigev_notify_function = timer_main;
+            ev.sigev_value.sival_ptr = t;
+            rc = mq_notify(t->queue, &ev);
+            if (rc == 0) rc = mq_send(t->queue, "go", 2, 0);
+        }
     } else {
         pthread_attr_t attr;
         pthread_attr_init(&attr);
@@ -146,8 +182,15 @@ stash_thread *stash_start(int mode, stash_callback callback, void *arg) {
 
 void *stash_wait(stash_thread *t) {
     while (sem_wait(&t->done) != 0) {}
-    if (t->mode == STASH_TIMER) timer_delete(t->timer);
-    else if (t->mode != STASH_DETACHED) pthread_join(t->thread, NULL);
+    if (t->mode == STASH_TIMER) {
+        timer_delete(t->timer);
+    } else if (t->mode == STASH_MQ_NOTIFY) {
+        mq_close(t->queue);
+        mq_unlink(t->queue_name);
+    } else if (t->mode != STASH_DETACHED) {
+        if (t->mode == STASH_CANCELLED) pthread_cancel(t->thread);
+        pthread_join(t->thread, NULL);
+    }
     void *result = t->result;
     sem_destroy(&t->done);
     free(t);

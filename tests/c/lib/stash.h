@@ -33,6 +33,9 @@ enum stash_thread_mode {
     STASH_SIGNALS_BLOCKED, /* the thread blocks every signal with sigprocmask */
     STASH_ATTR_SIGMASK,    /* created with every signal blocked (pthread_attr_setsigmask_np) */
     STASH_TIMER,           /* a timer_create SIGEV_THREAD notification */
+    STASH_MQ_NOTIFY,       /* an mq_notify SIGEV_THREAD notification */
+    STASH_EXITS,           /* the thread ends with pthread_exit from a nested call */
+    STASH_CANCELLED,       /* the thread is cancelled at a cancellation point */
     STASH_THREAD_MODE_COUNT
 };
 
