@@ -107,6 +107,22 @@ describe BdwgcShim do
     end
   {% end %}
 
+  it "is used as a shard: the dependency in lib/ and one require line" do
+    app = File.join(SpecPrograms::BUILD, "app")
+    Dir.mkdir_p(File.join(app, "lib"))
+    link = File.join(app, "lib", "bdwgc_shim")
+    File.symlink(SpecPrograms::ROOT, link) unless File.exists?(link)
+    File.write(File.join(app, "main.cr"), <<-CRYSTAL)
+      require "bdwgc_shim"
+      puts BdwgcShim.active? ? "shim=active" : "shim=absent"
+      CRYSTAL
+    exe = File.join(app, "main")
+    output = IO::Memory.new
+    status = Process.run("crystal", ["build", "main.cr", "-o", exe], chdir: app, output: output, error: output)
+    fail "build failed:\n#{output}" unless status.success?
+    SpecPrograms.run(exe).output.should contain("shim=active")
+  end
+
   it "works in a --release build" do
     SpecPrograms.check("thread_callbacks", static_gc: false, release: true)
   end
