@@ -34,12 +34,12 @@ pub fn run() -> i32 {
     }
     println!("bdwgc-shim demo: each program uses libgc and a C library that knows nothing about it.");
     println!("Each runs once as built, and once with {} preloaded.\n", so.display());
-    let (w_name, w_cell, w_time) = (25, 40, 7);
+    let (w_name, w_without, w_with, w_time) = (24, 40, 28, 7);
     println!(
-        "{:<w_name$} {:<w_cell$} {:>w_time$}   {:<w_cell$} {:>w_time$}",
+        "{:<w_name$} {:<w_without$} {:>w_time$}   {:<w_with$} {:>w_time$}",
         "scenario", "without the shim", "time", "with the shim", "time"
     );
-    println!("{}", "-".repeat(w_name + 2 * (w_cell + w_time) + 5));
+    println!("{}", "-".repeat(w_name + w_without + w_with + 2 * w_time + 5));
     let mut all_ok = true;
     for scenario in scenarios::all_scenarios() {
         let without = scenarios::run(&scenario, Mode::Without, TIMEOUT);
@@ -48,17 +48,17 @@ pub fn run() -> i32 {
         let (a, at) = cell(&without);
         let (b, bt) = cell(&with);
         println!(
-            "{:<w_name$} {:<w_cell$} {:>w_time$}   {:<w_cell$} {:>w_time$}",
+            "{:<w_name$} {:<w_without$} {:>w_time$}   {:<w_with$} {:>w_time$}",
             scenario.name,
-            truncate(&a, w_cell),
+            truncate(&a, w_without),
             at,
-            truncate(&b, w_cell),
+            truncate(&b, w_with),
             bt
         );
     }
     println!();
     for scenario in scenarios::all_scenarios() {
-        println!("  {:<25} {}", scenario.name, scenario.what);
+        println!("  {:<24} {}", scenario.name, scenario.what);
     }
     println!();
     if all_ok {

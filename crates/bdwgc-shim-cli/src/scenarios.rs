@@ -120,8 +120,8 @@ pub const THREAD_MODES: [&str; 8] = [
     "detached",
     "signals-blocked",
     "attr-sigmask",
-    "timer-sigev-thread",
-    "mq-notify-sigev-thread",
+    "sigev-timer",
+    "sigev-mq-notify",
     "pthread-exit",
     "cancelled",
 ];

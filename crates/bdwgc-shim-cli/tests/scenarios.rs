@@ -69,12 +69,12 @@ fn thread_attr_sigmask() {
     check_scenario("thread-attr-sigmask");
 }
 #[test]
-fn thread_timer_sigev_thread() {
-    check_scenario("thread-timer-sigev-thread");
+fn thread_sigev_timer() {
+    check_scenario("thread-sigev-timer");
 }
 #[test]
-fn thread_mq_notify_sigev_thread() {
-    check_scenario("thread-mq-notify-sigev-thread");
+fn thread_sigev_mq_notify() {
+    check_scenario("thread-sigev-mq-notify");
 }
 #[test]
 fn thread_pthread_exit() {
@@ -113,7 +113,7 @@ fn edge_inputs() {
 fn every_scenario_has_a_test() {
     let tested = [
         "keep-objects", "thread-joinable", "thread-detached", "thread-signals-blocked",
-        "thread-attr-sigmask", "thread-timer-sigev-thread", "thread-mq-notify-sigev-thread",
+        "thread-attr-sigmask", "thread-sigev-timer", "thread-sigev-mq-notify",
         "thread-pthread-exit", "thread-cancelled", "gc-pthread-create", "fork",
         "2000-threads", "before-main", "dlopen", "edge-inputs",
     ];

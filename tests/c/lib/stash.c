@@ -85,8 +85,8 @@ void stash_clear(void) {
 }
 
 static const char *const mode_names[STASH_THREAD_MODE_COUNT] = {
-    "joinable", "detached", "signals-blocked", "attr-sigmask", "timer-sigev-thread",
-    "mq-notify-sigev-thread", "pthread-exit", "cancelled",
+    "joinable", "detached", "signals-blocked", "attr-sigmask", "sigev-timer",
+    "sigev-mq-notify", "pthread-exit", "cancelled",
 };
 
 const char *stash_thread_mode_name(int mode) {
