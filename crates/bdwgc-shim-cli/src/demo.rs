@@ -10,7 +10,10 @@ pub const TIMEOUT: Duration = Duration::from_secs(60);
 fn cell(outcome: &Result<Outcome, String>) -> (String, String) {
     match outcome {
         Ok(o) => (o.summary(), format!("{:.2}s", o.elapsed.as_secs_f64())),
-        Err(e) => (format!("not run: {}", e.lines().next().unwrap_or("")), String::new()),
+        Err(e) => (
+            format!("not run: {}", e.lines().next().unwrap_or("")),
+            String::new(),
+        ),
     }
 }
 
@@ -29,17 +32,28 @@ fn truncate(s: &str, width: usize) -> String {
 pub fn run() -> i32 {
     let so = scenarios::shim_dir().join("libbdwgc_shim.so");
     if !so.exists() {
-        eprintln!("bdwgc-shim demo: {} is missing; run `cargo build --release` first", so.display());
+        eprintln!(
+            "bdwgc-shim demo: {} is missing; run `cargo build --release` first",
+            so.display()
+        );
         return 2;
     }
-    println!("bdwgc-shim demo: each program uses libgc and a C library that knows nothing about it.");
-    println!("Each runs once as built, and once with {} preloaded.\n", so.display());
+    println!(
+        "bdwgc-shim demo: each program uses libgc and a C library that knows nothing about it."
+    );
+    println!(
+        "Each runs once as built, and once with {} preloaded.\n",
+        so.display()
+    );
     let (w_name, w_without, w_with, w_time) = (24, 40, 28, 7);
     println!(
         "{:<w_name$} {:<w_without$} {:>w_time$}   {:<w_with$} {:>w_time$}",
         "scenario", "without the shim", "time", "with the shim", "time"
     );
-    println!("{}", "-".repeat(w_name + w_without + w_with + 2 * w_time + 5));
+    println!(
+        "{}",
+        "-".repeat(w_name + w_without + w_with + 2 * w_time + 5)
+    );
     let mut all_ok = true;
     for scenario in scenarios::all_scenarios() {
         let without = scenarios::run(&scenario, Mode::Without, TIMEOUT);

@@ -3,7 +3,11 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "bdwgc-shim", version, about = "Make programs that use the Boehm GC safe with C libraries")]
+#[command(
+    name = "bdwgc-shim",
+    version,
+    about = "Make programs that use the Boehm GC safe with C libraries"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

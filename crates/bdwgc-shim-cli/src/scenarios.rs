@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 
 /// The repository this tool was built from.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap_or_else(|_| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-    })
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
 }
 
 /// Where `cargo build --release` puts libbdwgc_shim.{a,so}.
@@ -74,7 +75,10 @@ impl Mode {
     }
 
     fn static_gc(self) -> bool {
-        matches!(self, Mode::WithoutStaticGc | Mode::StaticStaticGc | Mode::WholeArchiveStaticGc)
+        matches!(
+            self,
+            Mode::WithoutStaticGc | Mode::StaticStaticGc | Mode::WholeArchiveStaticGc
+        )
     }
 
     /// The linker arguments that bring the shim in, as the README gives them.
@@ -266,7 +270,10 @@ fn cc(args: &[OsString]) -> Result<(), String> {
     } else {
         Err(format!(
             "cc {} failed:\n{}",
-            args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" "),
+            args.iter()
+                .map(|a| a.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(" "),
             String::from_utf8_lossy(&out.stderr)
         ))
     }
@@ -301,15 +308,25 @@ fn libraries() -> Result<PathBuf, String> {
 pub fn build(program: &str, mode: Mode) -> Result<PathBuf, String> {
     static BUILT: Mutex<Vec<(String, Mode, PathBuf)>> = Mutex::new(Vec::new());
     // Preloading uses the program built without the shim.
-    let link_mode = if mode == Mode::Preload { Mode::Without } else { mode };
+    let link_mode = if mode == Mode::Preload {
+        Mode::Without
+    } else {
+        mode
+    };
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, _, path)) = built.iter().find(|(p, m, _)| p == program && *m == link_mode) {
+    if let Some((_, _, path)) = built
+        .iter()
+        .find(|(p, m, _)| p == program && *m == link_mode)
+    {
         return Ok(path.clone());
     }
     let libs = libraries()?;
     let shim = shim_dir();
     if link_mode.has_shim() && !shim.join("libbdwgc_shim.a").exists() {
-        return Err(format!("{} has no libbdwgc_shim.a: run cargo build --release", shim.display()));
+        return Err(format!(
+            "{} has no libbdwgc_shim.a: run cargo build --release",
+            shim.display()
+        ));
     }
     let dir = build_root().join(link_mode.name());
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
@@ -383,7 +400,9 @@ pub fn run_program(
 pub fn run_with_timeout(mut command: Command, timeout: Duration) -> Result<Outcome, String> {
     use std::os::unix::process::ExitStatusExt;
     let start = Instant::now();
-    let mut child = command.spawn().map_err(|e| format!("cannot start {command:?}: {e}"))?;
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("cannot start {command:?}: {e}"))?;
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
     let out_reader = std::thread::spawn(move || {

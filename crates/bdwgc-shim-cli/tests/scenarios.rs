@@ -16,7 +16,8 @@ fn check_scenario(name: &str) {
         .unwrap_or_else(|| panic!("no scenario {name}"));
     let mut problems = Vec::new();
     for mode in Mode::ALL {
-        let outcome = run(&scenario, mode, TIMEOUT).unwrap_or_else(|e| panic!("{name} [{}]: {e}", mode.name()));
+        let outcome = run(&scenario, mode, TIMEOUT)
+            .unwrap_or_else(|e| panic!("{name} [{}]: {e}", mode.name()));
         let report = format!(
             "{name} [{}]: {} ({:?}, {:.2}s)\n--- stdout\n{}--- stderr\n{}",
             mode.name(),
@@ -38,7 +39,9 @@ fn check_scenario(name: &str) {
                 problems.push(format!("shim active without the shim: {report}"));
             }
             if scenario.fails_without_shim && outcome.passed() {
-                problems.push(format!("passes without the shim, so proves nothing: {report}"));
+                problems.push(format!(
+                    "passes without the shim, so proves nothing: {report}"
+                ));
             }
             if !scenario.fails_without_shim && !outcome.passed() {
                 problems.push(format!("conformance fails with plain glibc: {report}"));
@@ -112,13 +115,28 @@ fn edge_inputs() {
 #[test]
 fn every_scenario_has_a_test() {
     let tested = [
-        "keep-objects", "thread-joinable", "thread-detached", "thread-signals-blocked",
-        "thread-attr-sigmask", "thread-sigev-timer", "thread-sigev-mq-notify",
-        "thread-pthread-exit", "thread-cancelled", "gc-pthread-create", "fork",
-        "2000-threads", "before-main", "dlopen", "edge-inputs",
+        "keep-objects",
+        "thread-joinable",
+        "thread-detached",
+        "thread-signals-blocked",
+        "thread-attr-sigmask",
+        "thread-sigev-timer",
+        "thread-sigev-mq-notify",
+        "thread-pthread-exit",
+        "thread-cancelled",
+        "gc-pthread-create",
+        "fork",
+        "2000-threads",
+        "before-main",
+        "dlopen",
+        "edge-inputs",
     ];
     for s in all_scenarios() {
-        assert!(tested.contains(&s.name.as_str()), "scenario {} has no test", s.name);
+        assert!(
+            tested.contains(&s.name.as_str()),
+            "scenario {} has no test",
+            s.name
+        );
     }
 }
 
@@ -132,15 +150,28 @@ fn rust_std_threads() {
         .expect("run `cargo build --release --examples` first");
     let without = run_program(&examples.join("std_threads_no_shim"), &[], false, TIMEOUT)
         .expect("run `cargo build --release --examples` first");
-    eprintln!("rust std threads: without {}, with {}", without.summary(), with.summary());
-    assert!(with.passed() && with.shim_reported() == Some(true), "with the shim: {with:?}");
-    assert!(!without.passed() && without.shim_reported() != Some(true), "without the shim: {without:?}");
+    eprintln!(
+        "rust std threads: without {}, with {}",
+        without.summary(),
+        with.summary()
+    );
+    assert!(
+        with.passed() && with.shim_reported() == Some(true),
+        "with the shim: {with:?}"
+    );
+    assert!(
+        !without.passed() && without.shim_reported() != Some(true),
+        "without the shim: {without:?}"
+    );
 }
 
 /// BDWGC_SHIM_DEBUG=1 prints one summary line at exit.
 #[test]
 fn debug_summary_line() {
-    let scenario = all_scenarios().into_iter().find(|s| s.name == "keep-objects").unwrap();
+    let scenario = all_scenarios()
+        .into_iter()
+        .find(|s| s.name == "keep-objects")
+        .unwrap();
     let program = bdwgc_shim_cli::scenarios::build(scenario.program, Mode::Preload).unwrap();
     let mut command = std::process::Command::new(program);
     command
@@ -149,7 +180,15 @@ fn debug_summary_line() {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     let outcome = bdwgc_shim_cli::scenarios::run_with_timeout(command, TIMEOUT).unwrap();
-    let lines: Vec<&str> = outcome.stderr.lines().filter(|l| l.starts_with("bdwgc-shim ")).collect();
+    let lines: Vec<&str> = outcome
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("bdwgc-shim "))
+        .collect();
     assert_eq!(lines.len(), 1, "{}", outcome.stderr);
-    assert!(lines[0].contains(": active=yes libgc=") && lines[0].contains(" threads_registered="), "{}", lines[0]);
+    assert!(
+        lines[0].contains(": active=yes libgc=") && lines[0].contains(" threads_registered="),
+        "{}",
+        lines[0]
+    );
 }

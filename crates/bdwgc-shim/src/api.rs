@@ -108,14 +108,11 @@ pub unsafe extern "C" fn pthread_sigmask(
     set: *const libc::sigset_t,
     old: *mut libc::sigset_t,
 ) -> c_int {
-    let Some(real_sigmask) = real::pthread_sigmask() else {
-        return libc::ENOSYS;
-    };
-    // SAFETY: caller's contract for `set`.
-    let filtered = unsafe { filtered_mask(how, set) };
-    let set = filtered.as_ref().map_or(set, |s| s as *const _);
-    // SAFETY: caller's contract; `set` is the caller's or our copy of it.
-    unsafe { real_sigmask(how, set, old) }
+    match real::pthread_sigmask() {
+        // SAFETY: caller's contract.
+        Some(real_sigmask) => unsafe { set_mask_through(real_sigmask, how, set, old) },
+        None => libc::ENOSYS,
+    }
 }
 
 /// # Safety
@@ -126,16 +123,38 @@ pub unsafe extern "C" fn sigprocmask(
     set: *const libc::sigset_t,
     old: *mut libc::sigset_t,
 ) -> c_int {
-    let Some(real_sigprocmask) = real::sigprocmask() else {
-        // SAFETY: errno is this thread's.
-        unsafe { *libc::__errno_location() = libc::ENOSYS };
-        return -1;
-    };
+    match real::sigprocmask() {
+        // SAFETY: caller's contract.
+        Some(real_sigprocmask) => unsafe { set_mask_through(real_sigprocmask, how, set, old) },
+        None => fail_with_errno(libc::ENOSYS),
+    }
+}
+
+type SetMask = unsafe extern "C" fn(c_int, *const libc::sigset_t, *mut libc::sigset_t) -> c_int;
+
+/// Calls libc's `real` with `set`, or with a copy of it that leaves the
+/// collector's signals unblocked.
+///
+/// # Safety
+/// As `pthread_sigmask`.
+unsafe fn set_mask_through(
+    real: SetMask,
+    how: c_int,
+    set: *const libc::sigset_t,
+    old: *mut libc::sigset_t,
+) -> c_int {
     // SAFETY: caller's contract for `set`.
     let filtered = unsafe { filtered_mask(how, set) };
     let set = filtered.as_ref().map_or(set, |s| s as *const _);
     // SAFETY: caller's contract; `set` is the caller's or our copy of it.
-    unsafe { real_sigprocmask(how, set, old) }
+    unsafe { real(how, set, old) }
+}
+
+/// Sets errno and returns -1, as libc functions report failure.
+fn fail_with_errno(value: c_int) -> c_int {
+    // SAFETY: errno is this thread's.
+    unsafe { *libc::__errno_location() = value };
+    -1
 }
 
 /// # Safety
@@ -157,9 +176,7 @@ pub unsafe extern "C" fn timer_create(
     timer: *mut libc::timer_t,
 ) -> c_int {
     let Some(real_timer_create) = real::timer_create() else {
-        // SAFETY: errno is this thread's.
-        unsafe { *libc::__errno_location() = libc::ENOSYS };
-        return -1;
+        return fail_with_errno(libc::ENOSYS);
     };
     // SAFETY: caller's contract for `event`.
     match unsafe { threads::wrap_sigev_thread(event) } {
@@ -167,11 +184,7 @@ pub unsafe extern "C" fn timer_create(
         Ok(Some(mut copy)) => unsafe { real_timer_create(clock, &mut copy, timer) },
         // SAFETY: caller's contract.
         Ok(None) => unsafe { real_timer_create(clock, event, timer) },
-        Err(()) => {
-            // SAFETY: errno is this thread's.
-            unsafe { *libc::__errno_location() = libc::EAGAIN };
-            -1
-        }
+        Err(()) => fail_with_errno(libc::EAGAIN),
     }
 }
 
@@ -180,9 +193,7 @@ pub unsafe extern "C" fn timer_create(
 #[no_mangle]
 pub unsafe extern "C" fn mq_notify(mq: libc::mqd_t, event: *const libc::sigevent) -> c_int {
     let Some(real_mq_notify) = real::mq_notify() else {
-        // SAFETY: errno is this thread's.
-        unsafe { *libc::__errno_location() = libc::ENOSYS };
-        return -1;
+        return fail_with_errno(libc::ENOSYS);
     };
     // SAFETY: caller's contract for `event`.
     match unsafe { threads::wrap_sigev_thread(event) } {
@@ -190,11 +201,7 @@ pub unsafe extern "C" fn mq_notify(mq: libc::mqd_t, event: *const libc::sigevent
         Ok(Some(copy)) => unsafe { real_mq_notify(mq, &copy) },
         // SAFETY: caller's contract.
         Ok(None) => unsafe { real_mq_notify(mq, event) },
-        Err(()) => {
-            // SAFETY: errno is this thread's.
-            unsafe { *libc::__errno_location() = libc::ENOMEM };
-            -1
-        }
+        Err(()) => fail_with_errno(libc::ENOMEM),
     }
 }
 

@@ -87,7 +87,12 @@ pub fn on_main_thread() -> bool {
 /// (the thread that runs `GC_init` becomes the collector's main thread).
 pub fn initialize() {
     if STATE
-        .compare_exchange(UNINITIALIZED, INITIALIZING, Ordering::AcqRel, Ordering::Acquire)
+        .compare_exchange(
+            UNINITIALIZED,
+            INITIALIZING,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        )
         .is_err()
     {
         return;

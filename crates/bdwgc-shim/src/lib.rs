@@ -90,11 +90,11 @@ pub struct Stats {
     pub deferred_frees: u64,
 }
 
-
 /// This crate's version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 const VERSION_C: &core::ffi::CStr =
-    match core::ffi::CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
+    match core::ffi::CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes())
+    {
         Ok(s) => s,
         Err(_) => panic!("version contains NUL"),
     };
@@ -132,11 +132,7 @@ pub fn stats() -> Stats {
 pub fn register_current_thread() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
     {
-        let me = tls::current();
-        if me.mode.get() == tls::MODE_UNKNOWN && sys::gc::thread_is_registered() {
-            me.mode.set(tls::MODE_COLLECTOR);
-        }
-        threads::register_current_thread(me)
+        threads::join_collector(tls::current())
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64")))]
     {
@@ -186,7 +182,14 @@ mod tests {
     #[test]
     fn hooks_pass_through_without_libgc() {
         let handles: Vec<_> = (0..4)
-            .map(|i| std::thread::spawn(move || (0..1000).map(|n| std::vec![i; n]).map(|v| v.len()).sum::<usize>()))
+            .map(|i| {
+                std::thread::spawn(move || {
+                    (0..1000)
+                        .map(|n| std::vec![i; n])
+                        .map(|v| v.len())
+                        .sum::<usize>()
+                })
+            })
             .collect();
         let total: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
         assert_eq!(total, 4 * 999 * 1000 / 2);

@@ -21,7 +21,10 @@ pub fn set_collector_signals(suspend: c_int, restart: c_int) {
 }
 
 fn collector_signals() -> [c_int; 2] {
-    [SUSPEND_SIGNAL.load(Ordering::Relaxed), RESTART_SIGNAL.load(Ordering::Relaxed)]
+    [
+        SUSPEND_SIGNAL.load(Ordering::Relaxed),
+        RESTART_SIGNAL.load(Ordering::Relaxed),
+    ]
 }
 
 fn empty_set() -> libc::sigset_t {

@@ -93,7 +93,10 @@ pub fn print_summary_if_asked() {
     }
     let s = snapshot();
     let version = crate::sys::gc::version();
-    let mut line = LineBuffer { bytes: [0; 256], len: 0 };
+    let mut line = LineBuffer {
+        bytes: [0; 256],
+        len: 0,
+    };
     let _ = writeln!(
         line,
         "bdwgc-shim {}: active={} libgc={}.{}.{} routed={} before_init={} fallback={} threads_registered={} deferred_frees={}",

@@ -177,7 +177,9 @@ pub mod gc {
     }
     /// The calling thread's stack base, or `None` when libgc cannot tell.
     pub fn stack_base() -> Option<GcStackBase> {
-        let mut sb = GcStackBase { mem_base: ptr::null_mut() };
+        let mut sb = GcStackBase {
+            mem_base: ptr::null_mut(),
+        };
         let rc = call!(GC_get_stack_base(&mut sb) or -1);
         (rc == super::GC_SUCCESS).then_some(sb)
     }

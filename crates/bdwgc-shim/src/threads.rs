@@ -47,7 +47,9 @@ fn arm_exit_destructor(me: &ThreadState) {
         me.bypassing(|| {
             // SAFETY: `key` was created by pthread_key_create; the value is
             // only a non-null marker.
-            unsafe { libc::pthread_setspecific(key, ptr::NonNull::<u8>::dangling().as_ptr().cast()) }
+            unsafe {
+                libc::pthread_setspecific(key, ptr::NonNull::<u8>::dangling().as_ptr().cast())
+            }
         });
     }
 }
@@ -85,13 +87,18 @@ fn leave_collector(me: &ThreadState) {
 pub fn registered_for_allocation(me: &ThreadState) -> bool {
     match me.mode.get() {
         MODE_COLLECTOR => true,
-        MODE_UNKNOWN => register_unknown_thread(me),
+        MODE_UNKNOWN => join_collector(me),
         _ => false,
     }
 }
 
+/// Makes sure the collector knows the calling thread: notes a registration
+/// made by someone else (libgc, the program), or registers the thread.
 #[cold]
-fn register_unknown_thread(me: &ThreadState) -> bool {
+pub fn join_collector(me: &ThreadState) -> bool {
+    if me.mode.get() == MODE_COLLECTOR {
+        return true;
+    }
     if !init::is_ready() {
         return false;
     }
@@ -105,13 +112,7 @@ fn register_unknown_thread(me: &ThreadState) -> bool {
 }
 
 /// Registers the calling thread with the collector (its whole stack).
-pub fn register_current_thread(me: &ThreadState) -> bool {
-    if !init::is_ready() {
-        return false;
-    }
-    if me.mode.get() == MODE_COLLECTOR {
-        return true;
-    }
+fn register_current_thread(me: &ThreadState) -> bool {
     // pthread_getattr_np allocates; libgc takes no lock here.
     let Some(stack_base) = me.bypassing(gc::stack_base) else {
         me.mode.set(MODE_LIBC);
@@ -151,7 +152,7 @@ unsafe fn take_record(record: *mut c_void) -> (StartRoutine, *mut c_void) {
 
 /// First code of every thread the shim creates for a caller other than libgc.
 unsafe extern "C-unwind" fn shim_thread_start(record: *mut c_void) -> *mut c_void {
-    register_current_thread(tls::current());
+    join_collector(tls::current());
     // SAFETY: `record` is what spawn_through passed to this thread.
     let (start, arg) = unsafe { take_record(record) };
     // SAFETY: the caller's start routine with the caller's argument.
@@ -190,7 +191,11 @@ unsafe fn spawn_through(
         return libc::EAGAIN;
     }
     // SAFETY: `record` is a fresh, suitably aligned block of the right size.
-    unsafe { record.cast::<StartRecord>().write(StartRecord { start, arg }) };
+    unsafe {
+        record
+            .cast::<StartRecord>()
+            .write(StartRecord { start, arg })
+    };
     // SAFETY: the two start routine types differ only in whether unwinding
     // may pass through them, which libc's thread start allows.
     let trampoline = unsafe { core::mem::transmute::<StartRoutine, CStartRoutine>(trampoline) };
@@ -236,14 +241,16 @@ pub unsafe fn create(
         return unsafe { real_create(thread, attr, c_start, arg) };
     }
     match init::owner_of(start as usize) {
-        // libgc holds its lock: anything the creation allocates goes to glibc.
-        // SAFETY (all arms): caller's contract.
         StartRoutineOwner::LibgcMarker => {
+            // libgc holds its lock: what the creation allocates goes to glibc.
+            // SAFETY: caller's contract.
             me.bypassing(|| unsafe { real_create(thread, attr, c_start, arg) })
         }
+        // SAFETY: caller's contract.
         StartRoutineOwner::LibgcThread => unsafe {
             spawn_through(real_create, thread, attr, libgc_thread_start, start, arg)
         },
+        // SAFETY: caller's contract.
         StartRoutineOwner::Other => unsafe {
             spawn_through(real_create, thread, attr, shim_thread_start, start, arg)
         },
@@ -267,14 +274,12 @@ struct SigeventThread {
     attributes: *mut libc::pthread_attr_t,
     _pad: [u8; 32],
 }
-const _: () = assert!(core::mem::size_of::<SigeventThread>() == core::mem::size_of::<libc::sigevent>());
+const _: () =
+    assert!(core::mem::size_of::<SigeventThread>() == core::mem::size_of::<libc::sigevent>());
 
 /// Runs a `SIGEV_THREAD` notification on glibc's thread, registered.
 extern "C" fn sigev_thread_start(value: libc::sigval) {
-    let me = tls::current();
-    if me.mode.get() != MODE_COLLECTOR {
-        register_current_thread(me);
-    }
+    join_collector(tls::current());
     // glibc starts these threads with every signal blocked.
     signals::unblock_collector_signals();
     // SAFETY: `value` carries the SigevRecord made by `wrap_sigev_thread`,
@@ -293,13 +298,17 @@ extern "C" fn sigev_thread_start(value: libc::sigval) {
 ///
 /// # Safety
 /// `event` must be null or point to a valid `struct sigevent`.
-pub unsafe fn wrap_sigev_thread(event: *const libc::sigevent) -> Result<Option<libc::sigevent>, ()> {
+pub unsafe fn wrap_sigev_thread(
+    event: *const libc::sigevent,
+) -> Result<Option<libc::sigevent>, ()> {
     if event.is_null() || !init::is_ready() || tls::current().bypass.get() != 0 {
         return Ok(None);
     }
     // SAFETY: caller's contract; same size and alignment (checked above).
     let thread_event = unsafe { &*event.cast::<SigeventThread>() };
-    let Some(function) = thread_event.function.filter(|_| thread_event.notify == libc::SIGEV_THREAD)
+    let Some(function) = thread_event
+        .function
+        .filter(|_| thread_event.notify == libc::SIGEV_THREAD)
     else {
         return Ok(None);
     };
@@ -309,11 +318,16 @@ pub unsafe fn wrap_sigev_thread(event: *const libc::sigevent) -> Result<Option<l
     }
     // SAFETY: fresh block of the right size; `event` is plain data.
     unsafe {
-        record.write(SigevRecord { function, value: thread_event.value });
+        record.write(SigevRecord {
+            function,
+            value: thread_event.value,
+        });
         let mut copy = event.read();
         let copy_thread = (&mut copy as *mut libc::sigevent).cast::<SigeventThread>();
         (*copy_thread).function = Some(sigev_thread_start);
-        (*copy_thread).value = libc::sigval { sival_ptr: record.cast() };
+        (*copy_thread).value = libc::sigval {
+            sival_ptr: record.cast(),
+        };
         Ok(Some(copy))
     }
 }
