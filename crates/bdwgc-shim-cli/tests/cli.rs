@@ -1,0 +1,207 @@
+//! The `bdwgc-shim` command on real programs: scenario programs built with
+//! and without the shim, with shared and static libgc, a static executable,
+//! and a text file. Needs `cargo build --release` first.
+
+use std::process::{Command, Output};
+
+use bdwgc_shim_cli::scenarios::{build, repo_root, shim_dir, Mode};
+
+fn command() -> Command {
+    let mut c = Command::new(shim_dir().join("bdwgc-shim"));
+    c.env("GC_MARKERS", "2")
+        .env_remove("LD_PRELOAD")
+        .env_remove("BDWGC_SHIM_DEBUG");
+    c
+}
+
+fn run_cli(args: &[&str]) -> Output {
+    command()
+        .args(args)
+        .output()
+        .expect("run `cargo build --release` first")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn program(mode: Mode) -> String {
+    build("keep_objects", mode).unwrap().display().to_string()
+}
+
+/// A fully static executable that uses libgc, built once.
+fn static_executable() -> String {
+    static BUILT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BUILT.get_or_init(build_static_executable).clone()
+}
+
+fn build_static_executable() -> String {
+    let out = repo_root().join("target/scenarios/fully-static-edge-inputs");
+    let c = repo_root().join("tests/c");
+    let status = Command::new("cc")
+        .args(["-static", "-O2"])
+        .arg(format!("-I{}", c.display()))
+        .arg(format!("-I{}", repo_root().join("include").display()))
+        .arg(c.join("edge_inputs.c"))
+        .arg("-o")
+        .arg(&out)
+        .args(["-lgc", "-lpthread"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    out.display().to_string()
+}
+
+fn json(output: &Output) -> serde_json::Value {
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", text(&output.stdout)))
+}
+
+#[test]
+fn check_reports_each_way_of_linking() {
+    let cases = [
+        (Mode::Without, 1, "shared", "none", true),
+        (Mode::WithoutStaticGc, 1, "static", "none", false),
+        (Mode::Shared, 0, "shared", "shared", true),
+        (Mode::Static, 0, "shared", "static", true),
+        (Mode::StaticStaticGc, 0, "static", "static", false),
+    ];
+    for (mode, code, libgc, shim, preloadable) in cases {
+        let out = run_cli(&["check", "--json", &program(mode)]);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{mode:?}: {}",
+            text(&out.stderr)
+        );
+        let report = json(&out);
+        assert_eq!(report["libgc"], libgc, "{mode:?}: {report}");
+        assert_eq!(report["shim"], shim, "{mode:?}: {report}");
+        assert_eq!(report["works_preloaded"], preloadable, "{mode:?}: {report}");
+        assert_eq!(report["dynamic"], true);
+        if libgc == "shared" {
+            assert!(
+                report["libgc_version"].as_str().unwrap().starts_with("8."),
+                "{report}"
+            );
+        }
+        let human = run_cli(&["check", &program(mode)]);
+        assert_eq!(human.status.code(), Some(code));
+        assert!(
+            text(&human.stdout).contains("works preloaded:"),
+            "{}",
+            text(&human.stdout)
+        );
+    }
+}
+
+#[test]
+fn check_a_static_executable_a_text_file_and_a_missing_file() {
+    let out = run_cli(&["check", "--json", &static_executable()]);
+    assert_eq!(out.status.code(), Some(1));
+    let report = json(&out);
+    assert_eq!(report["dynamic"], false);
+    assert_eq!(report["works_preloaded"], false);
+    assert!(
+        report["advice"]
+            .as_str()
+            .unwrap()
+            .contains("statically linked"),
+        "{report}"
+    );
+
+    let readme = repo_root().join("README.md").display().to_string();
+    for path in [readme.as_str(), "/nonexistent/program"] {
+        let out = run_cli(&["check", path]);
+        assert_eq!(out.status.code(), Some(2));
+        let err = text(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.starts_with("bdwgc-shim check: "), "{err}");
+    }
+}
+
+#[test]
+fn run_preloads_the_shim_and_passes_the_exit_status() {
+    let without = program(Mode::Without);
+    let plain = Command::new(&without)
+        .env("GC_MARKERS", "2")
+        .env_remove("LD_PRELOAD")
+        .output()
+        .unwrap();
+    assert!(
+        !plain.status.success(),
+        "the program must fail without the shim"
+    );
+
+    let out = run_cli(&["run", "--", &without]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("shim=active"));
+    assert!(
+        !text(&out.stderr).contains("bdwgc-shim "),
+        "no summary without --debug"
+    );
+
+    let debug = run_cli(&["run", "--debug", "--", &without]);
+    assert_eq!(debug.status.code(), Some(0));
+    assert!(
+        text(&debug.stderr).contains("bdwgc-shim 0.1.0: active=yes"),
+        "{}",
+        text(&debug.stderr)
+    );
+}
+
+#[test]
+fn run_passes_a_failing_status_through() {
+    // dlopen_stash exits 3 when it cannot open the library it is given.
+    let failing = build("dlopen_stash", Mode::Without)
+        .unwrap()
+        .display()
+        .to_string();
+    let out = run_cli(&["run", "--", &failing, "/nonexistent/libstash.so"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("shim=active"),
+        "the program ran: {}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn run_refuses_what_it_cannot_help() {
+    let readme = repo_root().join("README.md").display().to_string();
+    let cases: [(String, &str); 4] = [
+        (static_executable(), "statically linked"),
+        (program(Mode::WithoutStaticGc), "not exported"),
+        ("/bin/true".into(), "does not use libgc"),
+        (readme, "not an ELF program"),
+    ];
+    for (path, why) in cases {
+        let out = run_cli(&["run", "--", &path]);
+        assert_eq!(out.status.code(), Some(2), "{path}");
+        let err = text(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(why), "{path}: {err}");
+        assert!(out.stdout.is_empty(), "{path} must not run");
+    }
+}
+
+#[test]
+fn bad_arguments_are_one_line() {
+    for args in [
+        &["frob"][..],
+        &["run"][..],
+        &["check"][..],
+        &["check", "--bogus", "x"][..],
+    ] {
+        let out = run_cli(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = text(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    for sub in ["run", "check", "demo"] {
+        let out = run_cli(&[sub, "--help"]);
+        assert_eq!(out.status.code(), Some(0));
+        assert!(text(&out.stdout).contains("Usage"), "{sub}");
+    }
+}
