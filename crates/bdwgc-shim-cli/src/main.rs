@@ -65,7 +65,7 @@ fn describe_libgc(r: &Inspection) -> String {
     }
 }
 
-fn check(program: &PathBuf, json: bool) -> i32 {
+fn check(program: &std::path::Path, json: bool) -> i32 {
     let report = match inspect(program) {
         Ok(r) => r,
         Err(e @ (InspectError::Unreadable(_) | InspectError::NotElf(_))) => {
