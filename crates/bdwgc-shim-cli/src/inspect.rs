@@ -119,8 +119,13 @@ pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
         (None, false, _) => Libgc::None,
     };
     let libgc_version = gc_soname.as_deref().and_then(shared_libgc_version);
-    let (_, shim_inside) = defines(&elf, &["bdwgc_shim_is_active"]);
-    let shim = if shim_inside {
+    // The C API when it was kept, or else the hooks themselves exported (a
+    // Rust program that never calls the API keeps only those).
+    let (_, api_inside) = defines(&elf, &["bdwgc_shim_is_active"]);
+    let hooks_exported = ["malloc", "free", "pthread_create", "pthread_sigmask"]
+        .iter()
+        .all(|hook| defines(&elf, &[hook]).0);
+    let shim = if api_inside || hooks_exported {
         ShimLink::Static
     } else if elf
         .libraries

@@ -205,3 +205,17 @@ fn bad_arguments_are_one_line() {
         assert!(text(&out.stdout).contains("Usage"), "{sub}");
     }
 }
+
+#[test]
+fn check_sees_the_shim_in_rust_programs() {
+    for (name, code) in [
+        ("examples/std_threads", 0),
+        ("examples/std_threads_no_shim", 1),
+        ("bdwgc_alloc_threads", 0),
+        ("bdwgc_alloc_threads_no_shim", 1),
+    ] {
+        let path = shim_dir().join(name).display().to_string();
+        let out = run_cli(&["check", "--json", &path]);
+        assert_eq!(out.status.code(), Some(code), "{name}: {}", text(&out.stdout));
+    }
+}

@@ -192,3 +192,18 @@ fn debug_summary_line() {
         lines[0]
     );
 }
+
+/// bdwgc-alloc as the global allocator (a static bdwgc 8.3 of its own): std
+/// threads allocate through Box/Vec and collect without registering
+/// themselves (examples/bdwgc-alloc).
+#[test]
+fn rust_bdwgc_alloc_threads() {
+    let dir = shim_dir();
+    let with = run_program(&dir.join("bdwgc_alloc_threads"), &[], false, TIMEOUT)
+        .expect("run `cargo build --release --workspace` first");
+    let without = run_program(&dir.join("bdwgc_alloc_threads_no_shim"), &[], false, TIMEOUT)
+        .expect("run `cargo build --release --workspace` first");
+    eprintln!("bdwgc-alloc threads: without {}, with {}", without.summary(), with.summary());
+    assert!(with.passed() && with.shim_reported() == Some(true), "with the shim: {with:?}");
+    assert!(!without.passed() && without.shim_reported() != Some(true), "without the shim: {without:?}");
+}
