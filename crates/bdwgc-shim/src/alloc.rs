@@ -17,8 +17,9 @@ use core::ffi::c_void;
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, Ordering};
 
+use crate::cache::{self, MAX_CACHED_SIZE};
 use crate::sys::{gc, glibc};
-use crate::tls::{self, ThreadState};
+use crate::tls::{self, ThreadState, MODE_COLLECTOR};
 use crate::{init, real, stats, threads};
 
 /// glibc's malloc alignment on 64-bit targets; libgc's granule is the same.
@@ -69,7 +70,18 @@ fn libc_counted() {
 
 fn collector_malloc(me: &ThreadState, size: usize) -> *mut c_void {
     release_deferred_frees();
-    let p = gc::malloc_uncollectable(size.max(1));
+    let mut request = size.max(1);
+    if size <= MAX_CACHED_SIZE {
+        // Small blocks come in classes, so that freed ones can be reused.
+        let (class, block_size) = cache::class_of(size);
+        let cached = me.cache.pop(class);
+        if !cached.is_null() {
+            stats::count_routed(me);
+            return cached;
+        }
+        request = block_size;
+    }
+    let p = gc::malloc_uncollectable(request);
     if p.is_null() {
         set_errno(libc::ENOMEM);
     } else {
@@ -101,6 +113,16 @@ fn collector_aligned(me: &ThreadState, align: usize, size: usize) -> *mut c_void
 
 fn free_collector_block(me: &ThreadState, base: *mut c_void) {
     if can_call_collector(me) {
+        if me.mode.get() == MODE_COLLECTOR {
+            // SAFETY: `base` came from GC_base for a live object.
+            if let Some((gc::KIND_UNCOLLECTABLE, size)) = unsafe { gc::kind_and_size(base) } {
+                // SAFETY: an uncollectable object of `size` bytes being freed.
+                if unsafe { me.cache.push(base, size) } {
+                    threads::arm_exit_destructor(me);
+                    return;
+                }
+            }
+        }
         release_deferred_frees();
         // SAFETY: `base` came from GC_base for memory the caller frees once.
         unsafe { gc::free(base) };

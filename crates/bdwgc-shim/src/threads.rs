@@ -40,7 +40,17 @@ pub fn create_exit_key() {
     }
 }
 
-fn arm_exit_destructor(me: &ThreadState) {
+/// Makes sure the thread-exit destructor runs for this thread (once armed,
+/// it re-arms itself until its last round).
+#[inline]
+pub fn arm_exit_destructor(me: &ThreadState) {
+    if !me.exit_armed.get() {
+        me.exit_armed.set(true);
+        set_exit_key(me);
+    }
+}
+
+fn set_exit_key(me: &ThreadState) {
     let key = EXIT_KEY.load(Ordering::Acquire);
     if key != NO_KEY {
         // A key past glibc's first 32 allocates its per-thread slot array.
@@ -60,13 +70,16 @@ unsafe extern "C" fn on_thread_exit(_: *mut c_void) {
     me.exit_rounds.set(round);
     if round < DESTRUCTOR_ROUNDS {
         // Run again in the next round, after other keys' destructors.
-        arm_exit_destructor(me);
+        set_exit_key(me);
         return;
     }
+    // Give the cached blocks back while the thread is still registered.
+    me.cache.flush();
     leave_collector(me);
 }
 
-/// Unregisters the calling thread if the shim registered it.
+/// Stops routing this thread's allocations to the collector, and
+/// unregisters the thread if the shim registered it.
 fn leave_collector(me: &ThreadState) {
     stats::flush(me);
     me.mode.set(MODE_LIBC);

@@ -12,6 +12,8 @@
 
 use core::cell::Cell;
 
+use crate::cache::ThreadCache;
+
 /// What the shim knows about the calling thread.
 #[repr(C)]
 pub struct ThreadState {
@@ -28,6 +30,10 @@ pub struct ThreadState {
     pub bypass: Cell<u32>,
     /// Allocations routed to the collector and not yet added to the totals.
     pub unflushed_routed: Cell<u32>,
+    /// The thread-exit destructor is armed (it flushes the cache).
+    pub exit_armed: Cell<bool>,
+    /// Freed small blocks kept for this thread's next allocations.
+    pub cache: ThreadCache,
 }
 
 /// Not seen yet: decide on the first allocation.
@@ -43,13 +49,13 @@ core::arch::global_asm!(
     ".globl bdwgc_shim_thread_state",
     ".hidden bdwgc_shim_thread_state",
     ".type bdwgc_shim_thread_state, @object",
-    ".size bdwgc_shim_thread_state, 32",
+    ".size bdwgc_shim_thread_state, 256",
     "bdwgc_shim_thread_state:",
-    ".zero 32",
+    ".zero 256",
     ".popsection",
 );
 
-const _: () = assert!(core::mem::size_of::<ThreadState>() <= 32);
+const _: () = assert!(core::mem::size_of::<ThreadState>() <= 256);
 
 /// The calling thread's state.
 #[inline(always)]
@@ -66,7 +72,7 @@ pub fn current() -> &'static ThreadState {
             options(pure, readonly, nostack),
         );
     }
-    // SAFETY: the block is 32 zero-initialized, 16-aligned bytes owned by
+    // SAFETY: the block is 256 zero-initialized, 16-aligned bytes owned by
     // this thread; ThreadState is made of Cells valid when all-zero, and the
     // reference never leaves the thread (ThreadState is not Sync).
     unsafe { &*state }
