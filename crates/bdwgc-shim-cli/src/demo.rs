@@ -1,11 +1,7 @@
 //! `bdwgc-shim demo`: every scenario once without and once with the shim
 //! (preloaded), side by side.
 
-use std::time::Duration;
-
 use crate::scenarios::{self, Mode, Outcome};
-
-pub const TIMEOUT: Duration = Duration::from_secs(60);
 
 fn cell(outcome: &Result<Outcome, String>) -> (String, String) {
     match outcome {
@@ -56,8 +52,8 @@ pub fn run() -> i32 {
     );
     let mut all_ok = true;
     for scenario in scenarios::all_scenarios() {
-        let without = scenarios::run(&scenario, Mode::Without, TIMEOUT);
-        let with = scenarios::run(&scenario, Mode::Preload, TIMEOUT);
+        let without = scenarios::run(&scenario, Mode::Without);
+        let with = scenarios::run(&scenario, Mode::Preload);
         all_ok &= with.as_ref().map(|o| o.passed()).unwrap_or(false);
         let (a, at) = cell(&without);
         let (b, bt) = cell(&with);

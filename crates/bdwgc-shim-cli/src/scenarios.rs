@@ -117,7 +117,12 @@ pub struct Scenario {
     pub args: Vec<String>,
     pub fails_without_shim: bool,
     pub what: &'static str,
+    /// How long a run may take before it counts as a hang.
+    pub timeout: Duration,
 }
+
+/// The default time a scenario may take.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub const THREAD_MODES: [&str; 8] = [
     "joinable",
@@ -138,6 +143,7 @@ pub fn all_scenarios() -> Vec<Scenario> {
         args: vec![],
         fails_without_shim: true,
         what: "18,000 GC objects kept only in library malloc memory (9 allocators)",
+        timeout: DEFAULT_TIMEOUT,
     }];
     for mode in THREAD_MODES {
         list.push(Scenario {
@@ -146,6 +152,7 @@ pub fn all_scenarios() -> Vec<Scenario> {
             args: vec![mode.to_string()],
             fails_without_shim: true,
             what: "library thread calls back, holds objects on its stack, collects",
+            timeout: DEFAULT_TIMEOUT,
         });
     }
     list.extend([
@@ -155,6 +162,7 @@ pub fn all_scenarios() -> Vec<Scenario> {
             args: vec![],
             fails_without_shim: true,
             what: "GC_THREADS program (GC_pthread_create) plus library threads",
+            timeout: DEFAULT_TIMEOUT,
         },
         Scenario {
             name: "fork".into(),
@@ -162,6 +170,7 @@ pub fn all_scenarios() -> Vec<Scenario> {
             args: vec![],
             fails_without_shim: true,
             what: "fork() while library threads allocate; the child collects",
+            timeout: DEFAULT_TIMEOUT,
         },
         Scenario {
             name: "2000-threads".into(),
@@ -169,6 +178,7 @@ pub fn all_scenarios() -> Vec<Scenario> {
             args: vec![],
             fails_without_shim: true,
             what: "2,000 library threads, one after another, allocating",
+            timeout: DEFAULT_TIMEOUT,
         },
         Scenario {
             name: "before-main".into(),
@@ -176,6 +186,7 @@ pub fn all_scenarios() -> Vec<Scenario> {
             args: vec![],
             fails_without_shim: true,
             what: "memory and a thread from a constructor that ran before main",
+            timeout: DEFAULT_TIMEOUT,
         },
         Scenario {
             name: "dlopen".into(),
@@ -183,6 +194,16 @@ pub fn all_scenarios() -> Vec<Scenario> {
             args: vec!["@libstash".into()],
             fails_without_shim: true,
             what: "a dlopen'ed library keeps GC objects",
+            timeout: DEFAULT_TIMEOUT,
+        },
+        Scenario {
+            name: "cache-stress".into(),
+            program: "cache_stress",
+            args: vec!["7".into(), "3".into()],
+            fails_without_shim: true,
+            what: "3 s of threads that come and go, cross-thread frees, a fork (seed 7)",
+            // Without the shim it livelocks; with it, it takes 3 seconds.
+            timeout: Duration::from_secs(20),
         },
         Scenario {
             name: "edge-inputs".into(),
@@ -190,6 +211,7 @@ pub fn all_scenarios() -> Vec<Scenario> {
             args: vec![],
             fails_without_shim: false,
             what: "glibc's promises for edge input (conformance: passes with glibc too)",
+            timeout: DEFAULT_TIMEOUT,
         },
     ]);
     list
@@ -260,7 +282,8 @@ fn build_root() -> PathBuf {
         .unwrap_or_else(|| repo_root().join("target/scenarios"))
 }
 
-fn cc(args: &[OsString]) -> Result<(), String> {
+/// Runs the C compiler; the error carries its output.
+pub fn cc(args: &[OsString]) -> Result<(), String> {
     let out = Command::new("cc")
         .args(args)
         .output()
@@ -359,8 +382,9 @@ pub fn build(program: &str, mode: Mode) -> Result<PathBuf, String> {
     Ok(out)
 }
 
-/// Runs `scenario` in `mode`, killing it after `timeout`.
-pub fn run(scenario: &Scenario, mode: Mode, timeout: Duration) -> Result<Outcome, String> {
+/// Runs `scenario` in `mode`, killing it after its timeout.
+pub fn run(scenario: &Scenario, mode: Mode) -> Result<Outcome, String> {
+    let timeout = scenario.timeout;
     let program = build(scenario.program, mode)?;
     let libs = libraries()?;
     let args: Vec<String> = scenario

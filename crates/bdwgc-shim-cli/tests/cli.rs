@@ -216,7 +216,12 @@ fn check_sees_the_shim_in_rust_programs() {
     ] {
         let path = shim_dir().join(name).display().to_string();
         let out = run_cli(&["check", "--json", &path]);
-        assert_eq!(out.status.code(), Some(code), "{name}: {}", text(&out.stdout));
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{name}: {}",
+            text(&out.stdout)
+        );
     }
 }
 
@@ -225,8 +230,17 @@ fn demo_prints_the_table_and_succeeds() {
     let out = run_cli(&["demo"]);
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
-    assert!(stdout.contains("without the shim") && stdout.contains("with the shim"), "{stdout}");
-    let keep = stdout.lines().find(|l| l.starts_with("keep-objects")).expect("keep-objects row");
+    assert!(
+        stdout.contains("without the shim") && stdout.contains("with the shim"),
+        "{stdout}"
+    );
+    let keep = stdout
+        .lines()
+        .find(|l| l.starts_with("keep-objects"))
+        .expect("keep-objects row");
     assert!(keep.contains("lost") && keep.contains(" ok "), "{keep}");
-    assert!(stdout.contains("Every scenario passed with the shim."), "{stdout}");
+    assert!(
+        stdout.contains("Every scenario passed with the shim."),
+        "{stdout}"
+    );
 }

@@ -16,8 +16,8 @@ fn check_scenario(name: &str) {
         .unwrap_or_else(|| panic!("no scenario {name}"));
     let mut problems = Vec::new();
     for mode in Mode::ALL {
-        let outcome = run(&scenario, mode, TIMEOUT)
-            .unwrap_or_else(|e| panic!("{name} [{}]: {e}", mode.name()));
+        let outcome =
+            run(&scenario, mode).unwrap_or_else(|e| panic!("{name} [{}]: {e}", mode.name()));
         let report = format!(
             "{name} [{}]: {} ({:?}, {:.2}s)\n--- stdout\n{}--- stderr\n{}",
             mode.name(),
@@ -106,6 +106,10 @@ fn before_main() {
 #[test]
 fn dlopen() {
     check_scenario("dlopen");
+}
+#[test]
+fn cache_stress() {
+    check_scenario("cache-stress");
 }
 #[test]
 fn edge_inputs() {
@@ -201,9 +205,24 @@ fn rust_bdwgc_alloc_threads() {
     let dir = shim_dir();
     let with = run_program(&dir.join("bdwgc_alloc_threads"), &[], false, TIMEOUT)
         .expect("run `cargo build --release --workspace` first");
-    let without = run_program(&dir.join("bdwgc_alloc_threads_no_shim"), &[], false, TIMEOUT)
-        .expect("run `cargo build --release --workspace` first");
-    eprintln!("bdwgc-alloc threads: without {}, with {}", without.summary(), with.summary());
-    assert!(with.passed() && with.shim_reported() == Some(true), "with the shim: {with:?}");
-    assert!(!without.passed() && without.shim_reported() != Some(true), "without the shim: {without:?}");
+    let without = run_program(
+        &dir.join("bdwgc_alloc_threads_no_shim"),
+        &[],
+        false,
+        TIMEOUT,
+    )
+    .expect("run `cargo build --release --workspace` first");
+    eprintln!(
+        "bdwgc-alloc threads: without {}, with {}",
+        without.summary(),
+        with.summary()
+    );
+    assert!(
+        with.passed() && with.shim_reported() == Some(true),
+        "with the shim: {with:?}"
+    );
+    assert!(
+        !without.passed() && without.shim_reported() != Some(true),
+        "without the shim: {without:?}"
+    );
 }

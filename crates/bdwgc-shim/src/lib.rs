@@ -44,9 +44,9 @@
 //!
 //! # Cost and limits
 //!
-//! Every malloc and free takes libgc's allocation lock (a thread-local fast
-//! path is planned): measured at 3.2x glibc's time on one thread and 25x on
-//! two in a malloc/free churn. malloc memory is scanned at every collection;
+//! Blocks up to 256 bytes are recycled through a per-thread cache without
+//! libgc's lock (a malloc/free churn measured about 2x glibc's time at 1 to 8
+//! threads); larger blocks take libgc's allocation lock on every call. malloc memory is scanned at every collection;
 //! starting a thread costs one extra `pthread_getattr_np`. Memory glibc handed out
 //! before the collector was initialized stays unscanned until it is
 //! reallocated. Threads started with raw `clone`, and pointers hidden from a
