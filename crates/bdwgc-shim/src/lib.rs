@@ -46,11 +46,12 @@
 //!
 //! Blocks up to 256 bytes are recycled through a per-thread cache without
 //! libgc's lock (a malloc/free churn measured about 2x glibc's time at 1 to 8
-//! threads); larger blocks take libgc's allocation lock on every call. malloc memory is scanned at every collection;
-//! starting a thread costs one extra `pthread_getattr_np`. Memory glibc handed out
-//! before the collector was initialized stays unscanned until it is
-//! reallocated. Threads started with raw `clone`, and pointers hidden from a
-//! conservative scan (XOR-ed, compressed, written to files), are out of reach.
+//! threads); larger blocks take libgc's allocation lock on every call. malloc
+//! memory is scanned at every collection, and starting a thread costs one
+//! extra `pthread_getattr_np`. Memory glibc handed out before the collector
+//! was initialized stays unscanned until it is reallocated. Threads started
+//! with raw `clone`, and pointers hidden from a conservative scan (XOR-ed,
+//! compressed, written to files), are out of reach.
 
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
