@@ -51,93 +51,44 @@ fn check_scenario(name: &str) {
     assert!(problems.is_empty(), "{}", problems.join("\n\n"));
 }
 
-#[test]
-fn keep_objects() {
-    check_scenario("keep-objects");
+/// One test per scenario, and the list that `every_scenario_has_a_test`
+/// holds against `all_scenarios()`.
+macro_rules! scenario_tests {
+    ($($test:ident => $name:literal,)*) => {
+        $(
+            #[test]
+            fn $test() {
+                check_scenario($name);
+            }
+        )*
+        const TESTED: &[&str] = &[$($name),*];
+    };
 }
-#[test]
-fn thread_joinable() {
-    check_scenario("thread-joinable");
-}
-#[test]
-fn thread_detached() {
-    check_scenario("thread-detached");
-}
-#[test]
-fn thread_signals_blocked() {
-    check_scenario("thread-signals-blocked");
-}
-#[test]
-fn thread_attr_sigmask() {
-    check_scenario("thread-attr-sigmask");
-}
-#[test]
-fn thread_sigev_timer() {
-    check_scenario("thread-sigev-timer");
-}
-#[test]
-fn thread_sigev_mq_notify() {
-    check_scenario("thread-sigev-mq-notify");
-}
-#[test]
-fn thread_pthread_exit() {
-    check_scenario("thread-pthread-exit");
-}
-#[test]
-fn thread_cancelled() {
-    check_scenario("thread-cancelled");
-}
-#[test]
-fn gc_pthread_create() {
-    check_scenario("gc-pthread-create");
-}
-#[test]
-fn fork_with_threads() {
-    check_scenario("fork");
-}
-#[test]
-fn two_thousand_threads() {
-    check_scenario("2000-threads");
-}
-#[test]
-fn before_main() {
-    check_scenario("before-main");
-}
-#[test]
-fn dlopen() {
-    check_scenario("dlopen");
-}
-#[test]
-fn cache_stress() {
-    check_scenario("cache-stress");
-}
-#[test]
-fn edge_inputs() {
-    check_scenario("edge-inputs");
+
+scenario_tests! {
+    keep_objects => "keep-objects",
+    thread_joinable => "thread-joinable",
+    thread_detached => "thread-detached",
+    thread_signals_blocked => "thread-signals-blocked",
+    thread_attr_sigmask => "thread-attr-sigmask",
+    thread_sigev_timer => "thread-sigev-timer",
+    thread_sigev_mq_notify => "thread-sigev-mq-notify",
+    thread_pthread_exit => "thread-pthread-exit",
+    thread_cancelled => "thread-cancelled",
+    gc_pthread_create => "gc-pthread-create",
+    fork_with_threads => "fork",
+    two_thousand_threads => "2000-threads",
+    before_main => "before-main",
+    dlopen => "dlopen",
+    cache_stress => "cache-stress",
+    edge_inputs => "edge-inputs",
 }
 
 #[test]
 fn every_scenario_has_a_test() {
-    let tested = [
-        "keep-objects",
-        "thread-joinable",
-        "thread-detached",
-        "thread-signals-blocked",
-        "thread-attr-sigmask",
-        "thread-sigev-timer",
-        "thread-sigev-mq-notify",
-        "thread-pthread-exit",
-        "thread-cancelled",
-        "gc-pthread-create",
-        "fork",
-        "2000-threads",
-        "before-main",
-        "dlopen",
-        "edge-inputs",
-    ];
     for s in all_scenarios() {
         assert!(
-            tested.contains(&s.name.as_str()),
+            TESTED.contains(&s.name.as_str()),
             "scenario {} has no test",
             s.name
         );
