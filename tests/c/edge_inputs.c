@@ -102,6 +102,31 @@ int main(void) {
     p = pvalloc(opaque(0)); CHECK(p != NULL); free(p);
     errno = 0; CHECK(pvalloc(opaque(SIZE_MAX - 10)) == NULL); CHECK(errno == ENOMEM);
 
+    /* pointers from every allocation function: usable size, realloc up and
+     * down (contents kept), free */
+    for (int kind = 0; kind < 8; kind++) {
+        size_t size = 1 + 37 * (size_t)kind;
+        switch (kind) {
+        case 0: p = malloc(opaque(size)); break;
+        case 1: p = calloc(1, opaque(size)); break;
+        case 2: p = realloc(NULL, opaque(size)); break;
+        case 3: if (posix_memalign(&p, 256, opaque(size)) != 0) p = NULL; break;
+        case 4: p = aligned_alloc(4096, opaque(size)); break;
+        case 5: p = memalign(8192, opaque(size)); break;
+        case 6: p = valloc(opaque(size)); break;
+        default: p = strdup("0123456789abcdef0123456789abcdef"); size = 33; break;
+        }
+        CHECK(p != NULL);
+        if (p == NULL) continue;
+        CHECK(malloc_usable_size(p) >= size);
+        memset(p, 0x5c, size);
+        q = realloc(p, opaque(size * 3 + 100000));
+        CHECK(q != NULL && ((unsigned char *)q)[size - 1] == 0x5c);
+        p = realloc(q, opaque(size));
+        CHECK(p != NULL && ((unsigned char *)p)[0] == 0x5c);
+        free(p);
+    }
+
     /* malloc_usable_size, strdup */
     CHECK(malloc_usable_size(NULL) == 0);
     char *s = strdup("hello");

@@ -1,7 +1,9 @@
 /* fork() while library threads allocate: the child allocates, keeps
- * objects in library memory, starts a thread that collects, and collects. */
+ * objects in library memory, starts a thread that collects, and collects;
+ * then a child that does the same and execs, posix_spawn and system(). */
 #include "scenario.h"
 #include "stash.h"
+#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -53,6 +55,30 @@ int main(void) {
             printf("child %d failed (status %#x)\n", k, status);
             lost++;
         }
+    }
+    /* A child that works, then execs; posix_spawn; system(). */
+    pid_t pid = fork();
+    if (pid == 0) {
+        stash_wait(stash_start(STASH_JOINABLE, collecting_callback, NULL));
+        GC_gcollect();
+        execl("/bin/true", "true", (char *)NULL);
+        _exit(127);
+    }
+    int status = 0;
+    if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        printf("fork+exec failed (status %#x)\n", status);
+        lost++;
+    }
+    extern char **environ;
+    char *argv_sh[] = {"sh", "-c", "exit 0", NULL};
+    if (posix_spawn(&pid, "/bin/sh", NULL, NULL, argv_sh, environ) != 0
+        || waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        printf("posix_spawn failed (status %#x)\n", status);
+        lost++;
+    }
+    if (system("exit 0") != 0) {
+        printf("system() failed\n");
+        lost++;
     }
     stop = 1;
     for (int i = 0; i < 2; i++) lost += (long)stash_wait(bg[i]);

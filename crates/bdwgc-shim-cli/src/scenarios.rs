@@ -206,6 +206,46 @@ pub fn all_scenarios() -> Vec<Scenario> {
             timeout: Duration::from_secs(20),
         },
         Scenario {
+            name: "thread-churn".into(),
+            program: "thread_churn",
+            args: vec![],
+            fails_without_shim: true,
+            what: "20,000 threads ending every way, some starting with signals blocked; RSS flat",
+            timeout: DEFAULT_TIMEOUT,
+        },
+        Scenario {
+            name: "exit-order".into(),
+            program: "exit_order",
+            args: vec![],
+            fails_without_shim: true,
+            what: "C++ thread_local and pthread-key destructors allocate and collect",
+            timeout: DEFAULT_TIMEOUT,
+        },
+        Scenario {
+            name: "dlopen-loop".into(),
+            program: "dlopen_loop",
+            args: vec!["@libctor_thread".into()],
+            fails_without_shim: true,
+            what: "dlopen/dlclose x100 of a library whose constructor starts a thread",
+            timeout: DEFAULT_TIMEOUT,
+        },
+        Scenario {
+            name: "out-of-memory".into(),
+            program: "oom",
+            args: vec![],
+            fails_without_shim: true,
+            what: "RLIMIT_AS: NULL and ENOMEM, then the program goes on and collects",
+            timeout: DEFAULT_TIMEOUT,
+        },
+        Scenario {
+            name: "rss-flat".into(),
+            program: "rss_flat",
+            args: vec![],
+            fails_without_shim: false,
+            what: "10 million malloc/free cycles keep RSS flat (passes with glibc too)",
+            timeout: DEFAULT_TIMEOUT,
+        },
+        Scenario {
             name: "edge-inputs".into(),
             program: "edge_inputs",
             args: vec![],
@@ -284,10 +324,13 @@ fn build_root() -> PathBuf {
 
 /// Runs the C compiler; the error carries its output.
 pub fn cc(args: &[OsString]) -> Result<(), String> {
-    let out = Command::new("cc")
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run cc ({e}): install gcc (apt-get install gcc)"))?;
+    compile("cc", args)
+}
+
+fn compile(compiler: &str, args: &[OsString]) -> Result<(), String> {
+    let out = Command::new(compiler).args(args).output().map_err(|e| {
+        format!("cannot run {compiler} ({e}): install gcc and g++ (apt-get install gcc g++)")
+    })?;
     if out.status.success() {
         Ok(())
     } else {
@@ -310,7 +353,7 @@ fn libraries() -> Result<PathBuf, String> {
             let dir = build_root().join("lib");
             std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
             let src = repo_root().join("tests/c/lib");
-            for name in ["stash", "early"] {
+            for name in ["stash", "early", "ctor_thread"] {
                 cc(&[
                     "-O2".into(),
                     "-g".into(),
@@ -355,6 +398,11 @@ pub fn build(program: &str, mode: Mode) -> Result<PathBuf, String> {
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let out = dir.join(program);
     let src = repo_root().join("tests/c");
+    // C++ programs (tests/c/*.cc) build with c++.
+    let (compiler, source) = match src.join(format!("{program}.cc")) {
+        cpp if cpp.exists() => ("c++", cpp),
+        _ => ("cc", src.join(format!("{program}.c"))),
+    };
     let mut args: Vec<OsString> = vec![
         "-O2".into(),
         "-g".into(),
@@ -362,7 +410,7 @@ pub fn build(program: &str, mode: Mode) -> Result<PathBuf, String> {
         format!("-I{}", src.display()).into(),
         format!("-I{}", src.join("lib").display()).into(),
         format!("-I{}", repo_root().join("include").display()).into(),
-        src.join(format!("{program}.c")).into(),
+        source.into(),
         "-o".into(),
         out.clone().into(),
     ];
@@ -377,7 +425,7 @@ pub fn build(program: &str, mode: Mode) -> Result<PathBuf, String> {
         args.push("-lgc".into());
     }
     args.extend(["-lpthread".into(), "-ldl".into()]);
-    cc(&args)?;
+    compile(compiler, &args)?;
     built.push((program.to_string(), link_mode, out.clone()));
     Ok(out)
 }
@@ -392,6 +440,7 @@ pub fn run(scenario: &Scenario, mode: Mode) -> Result<Outcome, String> {
         .iter()
         .map(|a| match a.as_str() {
             "@libstash" => libs.join("libstash.so").display().to_string(),
+            "@libctor_thread" => libs.join("libctor_thread.so").display().to_string(),
             other => other.to_string(),
         })
         .collect();

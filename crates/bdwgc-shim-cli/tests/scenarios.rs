@@ -81,6 +81,11 @@ scenario_tests! {
     before_main => "before-main",
     dlopen => "dlopen",
     cache_stress => "cache-stress",
+    thread_churn => "thread-churn",
+    exit_order => "exit-order",
+    dlopen_loop => "dlopen-loop",
+    out_of_memory => "out-of-memory",
+    rss_flat => "rss-flat",
     edge_inputs => "edge-inputs",
 }
 
@@ -175,5 +180,44 @@ fn rust_bdwgc_alloc_threads() {
     assert!(
         !without.passed() && without.shim_reported() != Some(true),
         "without the shim: {without:?}"
+    );
+}
+
+/// The randomized stress (tests/c/cache_stress.c) for longer, preloaded:
+/// `BDWGC_SHIM_STRESS_SECONDS` (45 by default; an hour for release checks)
+/// and `BDWGC_SHIM_STRESS_SEED` (random by default; printed, so that a
+/// failure can be replayed).
+#[test]
+fn long_random_stress() {
+    let seconds: u64 = std::env::var("BDWGC_SHIM_STRESS_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(45);
+    let seed: u64 = std::env::var("BDWGC_SHIM_STRESS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(1)
+        });
+    eprintln!(
+        "long_random_stress: BDWGC_SHIM_STRESS_SEED={seed} BDWGC_SHIM_STRESS_SECONDS={seconds}"
+    );
+    let program = bdwgc_shim_cli::scenarios::build("cache_stress", Mode::Preload).unwrap();
+    let outcome = run_program(
+        &program,
+        &[seed.to_string(), seconds.to_string()],
+        true,
+        Duration::from_secs(seconds * 3 + 60),
+    )
+    .unwrap();
+    assert!(
+        outcome.passed() && outcome.shim_reported() == Some(true),
+        "seed {seed}: {}\n{}{}",
+        outcome.summary(),
+        outcome.stdout,
+        outcome.stderr
     );
 }

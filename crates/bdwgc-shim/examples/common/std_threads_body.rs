@@ -38,6 +38,27 @@ fn churn() {
     }
 }
 
+/// A thread_local whose destructor runs after the thread's closure returned:
+/// it allocates GC objects, keeps them in a Vec, collects and checks them.
+struct AtThreadExit(u64);
+
+static LOST_IN_DESTRUCTORS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl Drop for AtThreadExit {
+    fn drop(&mut self) {
+        let kept: Vec<*mut u64> = (0..100).map(|i| new_object(self.0 + i)).collect();
+        // SAFETY: a collection from this (still registered) thread.
+        unsafe { GC_gcollect() };
+        churn();
+        let lost = kept.iter().zip(0..).filter(|(p, i)| !object_ok(**p, self.0 + i)).count();
+        LOST_IN_DESTRUCTORS.fetch_add(lost, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+thread_local! {
+    static AT_EXIT: std::cell::RefCell<Option<AtThreadExit>> = const { std::cell::RefCell::new(None) };
+}
+
 fn main() {
     // SAFETY: initializing the collector on the main thread.
     unsafe { GC_init() };
@@ -46,6 +67,7 @@ fn main() {
         .map(|t| {
             std::thread::spawn(move || {
                 let base = (t as u64) << 32;
+                AT_EXIT.with(|slot| *slot.borrow_mut() = Some(AtThreadExit(base | 1 << 20)));
                 let kept: Vec<*mut u64> = (0..OBJECTS as u64).map(|i| new_object(base + i)).collect();
                 let boxed = Box::new(new_object(base + 999_999));
                 for _ in 0..3 {
@@ -59,7 +81,8 @@ fn main() {
             })
         })
         .collect();
-    let lost: usize = handles.into_iter().map(|h| h.join().unwrap_or(usize::MAX / 8)).sum();
+    let lost: usize = handles.into_iter().map(|h| h.join().unwrap_or(usize::MAX / 8)).sum::<usize>()
+        + LOST_IN_DESTRUCTORS.load(std::sync::atomic::Ordering::Relaxed);
     println!("lost={lost} finalized=0");
     println!("RESULT {}", if lost == 0 { "ok" } else { "fail" });
     std::process::exit(i32::from(lost != 0));
