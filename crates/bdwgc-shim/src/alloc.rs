@@ -17,7 +17,7 @@ use core::ffi::c_void;
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, Ordering};
 
-use crate::cache::{self, MAX_CACHED_SIZE};
+use crate::small::{self, MAX_SMALL};
 use crate::sys::{gc, glibc};
 use crate::tls::{self, ThreadState, MODE_COLLECTOR};
 use crate::{init, real, stats, threads};
@@ -70,18 +70,16 @@ fn libc_counted() {
 
 fn collector_malloc(me: &ThreadState, size: usize) -> *mut c_void {
     release_deferred_frees();
-    let mut request = size.max(1);
-    if size <= MAX_CACHED_SIZE {
-        // Small blocks come in classes, so that freed ones can be reused.
-        let (class, block_size) = cache::class_of(size);
-        let cached = me.cache.pop(class);
-        if !cached.is_null() {
+    if size <= MAX_SMALL {
+        let (class, _) = small::class_of(size);
+        let p = me.cache.allocate(class);
+        if !p.is_null() {
             stats::count_routed(me);
-            return cached;
+            return p;
         }
-        request = block_size;
+        // The region is used up (or could not be reserved): ask libgc.
     }
-    let p = gc::malloc_uncollectable(request);
+    let p = gc::malloc_uncollectable(size.max(1));
     if p.is_null() {
         set_errno(libc::ENOMEM);
     } else {
@@ -101,10 +99,15 @@ fn collector_aligned(me: &ThreadState, align: usize, size: usize) -> *mut c_void
         set_errno(libc::ENOMEM);
         return ptr::null_mut();
     }
-    let base = collector_malloc(me, total);
+    // Straight from libgc: region blocks must be freed at their start, and
+    // an aligned pointer may sit inside the block.
+    release_deferred_frees();
+    let base = gc::malloc_uncollectable(total);
     if base.is_null() {
+        set_errno(libc::ENOMEM);
         return base;
     }
+    stats::count_routed(me);
     let offset = (base as usize).wrapping_neg() & (align - 1);
     // SAFETY: libgc objects are 16-aligned, so offset <= align - 16 and
     // offset + size <= total: the result stays inside the object.
@@ -113,16 +116,6 @@ fn collector_aligned(me: &ThreadState, align: usize, size: usize) -> *mut c_void
 
 fn free_collector_block(me: &ThreadState, base: *mut c_void) {
     if can_call_collector(me) {
-        if me.mode.get() == MODE_COLLECTOR {
-            // SAFETY: `base` came from GC_base for a live object.
-            if let Some((gc::KIND_UNCOLLECTABLE, size)) = unsafe { gc::kind_and_size(base) } {
-                // SAFETY: an uncollectable object of `size` bytes being freed.
-                if unsafe { me.cache.push(base, size) } {
-                    threads::arm_exit_destructor(me);
-                    return;
-                }
-            }
-        }
         release_deferred_frees();
         // SAFETY: `base` came from GC_base for memory the caller frees once.
         unsafe { gc::free(base) };
@@ -144,6 +137,24 @@ fn defer_free(base: *mut c_void) {
             Ok(_) => return,
             Err(current) => head = current,
         }
+    }
+}
+
+/// Frees a region block into this thread's cache, or straight to the
+/// central list when the cache will not be flushed again (thread exiting)
+/// or this thread is inside libgc.
+///
+/// # Safety
+/// `p` must be a live region block of `class`, freed once.
+#[inline(always)]
+unsafe fn free_small(me: &ThreadState, p: *mut c_void, class: usize) {
+    if me.mode.get() == MODE_COLLECTOR && me.bypass.get() == 0 {
+        threads::arm_exit_destructor(me);
+        // SAFETY: caller's contract.
+        unsafe { me.cache.free(p, class) };
+    } else {
+        // SAFETY: caller's contract.
+        unsafe { small::free_to_central(p, class) };
     }
 }
 
@@ -220,12 +231,17 @@ pub unsafe fn free(p: *mut c_void) {
         return;
     }
     let saved_errno = errno();
-    let base = collector_base(p);
-    if base.is_null() {
-        // SAFETY: not collector memory, so it is glibc's (caller's contract).
-        unsafe { glibc::free(p) };
+    if let Some(class) = small::class_of_block(p) {
+        // SAFETY: a live region block (caller's contract).
+        unsafe { free_small(tls::current(), p, class) };
     } else {
-        free_collector_block(tls::current(), base);
+        let base = collector_base(p);
+        if base.is_null() {
+            // SAFETY: not collector memory, so it is glibc's (caller's contract).
+            unsafe { glibc::free(p) };
+        } else {
+            free_collector_block(tls::current(), base);
+        }
     }
     set_errno(saved_errno);
 }
@@ -247,6 +263,21 @@ pub unsafe fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
         return ptr::null_mut();
     }
     let me = tls::current();
+    if let Some(class) = small::class_of_block(p) {
+        let usable = small::block_size(class);
+        if size <= usable && size > usable - 16 {
+            return p;
+        }
+        let new = malloc(size);
+        if !new.is_null() {
+            // SAFETY: both blocks are live and distinct; then `p` is freed once.
+            unsafe {
+                ptr::copy_nonoverlapping(p.cast::<u8>(), new.cast::<u8>(), usable.min(size));
+                free_small(me, p, class);
+            }
+        }
+        return new;
+    }
     let base = collector_base(p);
     if base.is_null() {
         if !use_collector(me) {
@@ -390,6 +421,9 @@ pub fn pvalloc(size: usize) -> *mut c_void {
 pub unsafe fn usable_size(p: *mut c_void) -> usize {
     if p.is_null() {
         return 0;
+    }
+    if let Some(class) = small::class_of_block(p) {
+        return small::block_size(class);
     }
     let base = collector_base(p);
     if base.is_null() {

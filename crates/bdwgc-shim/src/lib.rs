@@ -44,9 +44,9 @@
 //!
 //! # Cost and limits
 //!
-//! Blocks up to 256 bytes are recycled through a per-thread cache without
-//! libgc's lock (a malloc/free churn measured about 2x glibc's time at 1 to 8
-//! threads); larger blocks take libgc's allocation lock on every call. malloc
+//! Blocks up to 256 bytes come from the shim's own region (registered with
+//! libgc as a root) through per-thread caches, without libgc's lock; larger
+//! blocks take libgc's allocation lock on every call. malloc
 //! memory is scanned at every collection, and starting a thread costs one
 //! extra `pthread_getattr_np`. Memory glibc handed out before the collector
 //! was initialized stays unscanned until it is reallocated. Threads started
@@ -62,8 +62,6 @@ mod alloc;
 #[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
 pub mod api;
 #[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
-mod cache;
-#[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
 mod dlopen;
 #[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
 mod init;
@@ -71,6 +69,8 @@ mod init;
 mod real;
 #[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
 mod signals;
+#[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+mod small;
 #[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
 mod stats;
 #[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]

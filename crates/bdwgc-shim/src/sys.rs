@@ -72,7 +72,7 @@ libgc_weak_functions! {
     fn GC_free(ptr: *mut c_void);
     fn GC_base(ptr: *mut c_void) -> *mut c_void;
     fn GC_size(ptr: *const c_void) -> usize;
-    fn GC_get_kind_and_size(ptr: *const c_void, size: *mut usize) -> c_int;
+    fn GC_add_roots(start: *mut c_void, end: *mut c_void);
     fn GC_pthread_create(
         thread: *mut libc::pthread_t,
         attr: *const libc::pthread_attr_t,
@@ -129,6 +129,7 @@ pub fn libgc_is_linked() -> bool {
         && gc_fn!(GC_get_stack_base).is_some()
         && gc_fn!(GC_get_suspend_signal).is_some()
         && gc_fn!(GC_get_thr_restart_signal).is_some()
+        && gc_fn!(GC_add_roots).is_some()
 }
 
 /// Safe shells over the libgc calls. Each returns a neutral value when the
@@ -200,27 +201,15 @@ pub mod gc {
     pub unsafe fn size(base: *mut c_void) -> usize {
         call!(GC_size(base) or 0)
     }
-    /// libgc's object kind of `UNCOLLECTABLE` objects (gc_priv.h).
-    pub const KIND_UNCOLLECTABLE: c_int = 2;
-
-    /// The kind and size of the libgc object at `base`, or `None` when this
-    /// libgc cannot tell.
-    ///
-    /// # Safety
-    /// `base` must be a value returned by [`base`] for a live object.
-    pub unsafe fn kind_and_size(base: *mut c_void) -> Option<(c_int, usize)> {
-        let mut size = 0usize;
-        let f = gc_fn!(GC_get_kind_and_size)?;
-        // SAFETY: libgc's function; `base` is an object start (caller's
-        // contract) and `size` a valid out-pointer.
-        let kind = unsafe { f(base, &mut size) };
-        Some((kind, size))
-    }
-
     /// # Safety
     /// `base` must be the start of a live libgc object, freed only once.
     pub unsafe fn free(base: *mut c_void) {
         call!(GC_free(base) or ())
+    }
+    /// Makes libgc scan [start, end) as a root at every collection; a range
+    /// that starts where a registered one does extends it.
+    pub fn add_roots(start: *mut c_void, end: *mut c_void) {
+        call!(GC_add_roots(start, end) or ())
     }
     pub fn has_pthread_create() -> bool {
         gc_fn!(GC_pthread_create).is_some() && gc_fn!(GC_pthread_join).is_some()

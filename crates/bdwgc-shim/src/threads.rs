@@ -73,9 +73,8 @@ unsafe extern "C" fn on_thread_exit(_: *mut c_void) {
         set_exit_key(me);
         return;
     }
-    // Give the cached blocks back while the thread is still registered.
-    me.cache.flush();
     leave_collector(me);
+    me.cache.flush();
 }
 
 /// Stops routing this thread's allocations to the collector, and

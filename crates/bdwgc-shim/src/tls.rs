@@ -12,7 +12,7 @@
 
 use core::cell::Cell;
 
-use crate::cache::ThreadCache;
+use crate::small::ThreadCache;
 
 /// What the shim knows about the calling thread.
 #[repr(C)]
@@ -32,7 +32,7 @@ pub struct ThreadState {
     pub unflushed_routed: Cell<u32>,
     /// The thread-exit destructor is armed (it flushes the cache).
     pub exit_armed: Cell<bool>,
-    /// Freed small blocks kept for this thread's next allocations.
+    /// Free small blocks kept for this thread's next allocations.
     pub cache: ThreadCache,
 }
 
