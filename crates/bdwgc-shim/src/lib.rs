@@ -44,9 +44,11 @@
 //!
 //! # Cost and limits
 //!
-//! Blocks up to 256 bytes come from the shim's own region (registered with
-//! libgc as a root) through per-thread caches, without libgc's lock; larger
-//! blocks take libgc's allocation lock on every call. malloc
+//! Blocks up to 1024 bytes come from the shim's own region (registered with
+//! libgc as a root) through per-thread caches, without libgc's lock: a
+//! malloc/free churn measured 1.2x-1.5x glibc's time at 1 to 8 threads.
+//! Larger blocks take libgc's allocation lock on every call. The region
+//! reserves 4 GiB of address space and never returns memory to the system. malloc
 //! memory is scanned at every collection, and starting a thread costs one
 //! extra `pthread_getattr_np`. Memory glibc handed out before the collector
 //! was initialized stays unscanned until it is reallocated. Threads started

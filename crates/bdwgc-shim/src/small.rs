@@ -7,7 +7,7 @@
 //! - one address range reserved at start-up, committed 64 KiB span by span,
 //!   and registered with the collector as a root (`GC_add_roots`), so that
 //!   everything in it is scanned and nothing in it is collected;
-//! - each span holds blocks of one size class (16 to 256 bytes, every 16), so
+//! - each span holds blocks of one size class (16 to 1024 bytes, every 16), so
 //!   a pointer's class is one table lookup, and "is this ours" is a range
 //!   check;
 //! - each thread keeps a cache of free blocks per class; caches trade blocks
@@ -27,7 +27,7 @@ use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use crate::sys::gc;
 
 /// The largest size served from the region.
-pub const MAX_SMALL: usize = 256;
+pub const MAX_SMALL: usize = 1024;
 const GRANULE: usize = 16;
 const CLASSES: usize = MAX_SMALL / GRANULE;
 const SPAN_SHIFT: u32 = 16;
@@ -35,10 +35,18 @@ const SPAN_SIZE: usize = 1 << SPAN_SHIFT;
 /// Reserved address space (not memory): 4 GiB of small blocks at most.
 const REGION_SIZE: usize = 4 << 30;
 const MAX_SPANS: usize = REGION_SIZE / SPAN_SIZE;
+/// Blocks a thread keeps per class before it hands half of them back: 64
+/// small ones, fewer large ones (about 4 KiB a class, at least 8 blocks).
+#[inline(always)]
+fn thread_limit(class: usize) -> u16 {
+    (4096 / block_size(class)).clamp(8, 64) as u16
+}
+
 /// Blocks moved between a thread cache and a central list at once.
-const BATCH: u16 = 32;
-/// Blocks a thread keeps per class before it hands a batch back.
-const THREAD_LIMIT: u16 = 2 * BATCH;
+#[inline(always)]
+fn batch(class: usize) -> u16 {
+    thread_limit(class) / 2
+}
 
 static REGION_BASE: AtomicUsize = AtomicUsize::new(0);
 /// Spans handed out so far (all committed and registered as roots).
@@ -241,8 +249,8 @@ impl ThreadCache {
         self.heads[class].set(p);
         let count = self.counts[class].get() + 1;
         self.counts[class].set(count);
-        if count >= THREAD_LIMIT {
-            self.give_back(class, BATCH);
+        if count >= thread_limit(class) {
+            self.give_back(class, batch(class));
         }
     }
 
@@ -278,7 +286,8 @@ impl ThreadCache {
     #[cold]
     fn refill(&self, class: usize) -> *mut c_void {
         let size = block_size(class);
-        let mut taken = CENTRAL[class].with(|central| take_batch(central, size));
+        let n = batch(class);
+        let mut taken = CENTRAL[class].with(|central| take_batch(central, size, n));
         if taken.0.is_null() {
             let (start, end) = match new_span(class) {
                 Some(span) => span,
@@ -290,7 +299,7 @@ impl ThreadCache {
                 retire_carve(central, size);
                 central.carve_next = start;
                 central.carve_end = end;
-                take_batch(central, size)
+                take_batch(central, size, n)
             });
         }
         let (first, count) = taken;
@@ -330,13 +339,13 @@ pub unsafe fn free_to_central(p: *mut c_void, class: usize) {
     });
 }
 
-/// Up to BATCH blocks from `central`: its free list, then its span's rest.
-fn take_batch(central: &mut Central, size: usize) -> (*mut c_void, u16) {
+/// Up to `batch` blocks from `central`: its free list, then its span's rest.
+fn take_batch(central: &mut Central, size: usize, batch: u16) -> (*mut c_void, u16) {
     let first = central.free;
     let mut count = 0;
     let mut last: *mut c_void = ptr::null_mut();
     let mut cursor = first;
-    while !cursor.is_null() && count < BATCH {
+    while !cursor.is_null() && count < batch {
         last = cursor;
         // SAFETY: central free blocks link through their first word.
         cursor = unsafe { cursor.cast::<*mut c_void>().read() };
@@ -350,7 +359,7 @@ fn take_batch(central: &mut Central, size: usize) -> (*mut c_void, u16) {
     }
     // Carve fresh (zero) blocks from the span, linked in address order.
     let mut head: *mut c_void = ptr::null_mut();
-    while count < BATCH && central.carve_next + size <= central.carve_end {
+    while count < batch && central.carve_next + size <= central.carve_end {
         let block = (central.carve_end - size) as *mut c_void;
         central.carve_end -= size;
         // SAFETY: a never-used block of committed region memory.

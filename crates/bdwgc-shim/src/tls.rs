@@ -49,13 +49,13 @@ core::arch::global_asm!(
     ".globl bdwgc_shim_thread_state",
     ".hidden bdwgc_shim_thread_state",
     ".type bdwgc_shim_thread_state, @object",
-    ".size bdwgc_shim_thread_state, 256",
+    ".size bdwgc_shim_thread_state, 1024",
     "bdwgc_shim_thread_state:",
-    ".zero 256",
+    ".zero 1024",
     ".popsection",
 );
 
-const _: () = assert!(core::mem::size_of::<ThreadState>() <= 256);
+const _: () = assert!(core::mem::size_of::<ThreadState>() <= 1024);
 
 /// The calling thread's state.
 #[inline(always)]
@@ -72,7 +72,7 @@ pub fn current() -> &'static ThreadState {
             options(pure, readonly, nostack),
         );
     }
-    // SAFETY: the block is 256 zero-initialized, 16-aligned bytes owned by
+    // SAFETY: the block is 1024 zero-initialized, 16-aligned bytes owned by
     // this thread; ThreadState is made of Cells valid when all-zero, and the
     // reference never leaves the thread (ThreadState is not Sync).
     unsafe { &*state }
