@@ -3,6 +3,7 @@
 //! in each way of linking or preloading, it must pass and report the shim
 //! active. Needs `cargo build --release` first (scripts/test does it).
 
+use std::path::Path;
 use std::time::Duration;
 
 use bdwgc_shim_cli::scenarios::{all_scenarios, run, run_program, shim_dir, Mode, Scenario};
@@ -100,18 +101,17 @@ fn every_scenario_has_a_test() {
     }
 }
 
-/// A Rust program whose std threads use libgc: `use bdwgc_shim as _;` is all
-/// it takes (examples/std_threads.rs); the same program without that line
-/// fails (examples/std_threads_no_shim.rs).
-#[test]
-fn rust_std_threads() {
-    let examples = shim_dir().join("examples");
-    let with = run_program(&examples.join("std_threads"), &[], false, TIMEOUT)
-        .expect("run `cargo build --release --examples` first");
-    let without = run_program(&examples.join("std_threads_no_shim"), &[], false, TIMEOUT)
-        .expect("run `cargo build --release --examples` first");
+/// Runs a Rust program built with the shim and its twin built without it:
+/// the first must pass with the shim active, the second must fail.
+fn check_rust_pair(label: &str, with_shim: &Path, without_shim: &Path) {
+    let run = |path: &Path| {
+        run_program(path, &[], false, TIMEOUT).unwrap_or_else(|e| {
+            panic!("{e}: run `cargo build --release --workspace --examples` first")
+        })
+    };
+    let (with, without) = (run(with_shim), run(without_shim));
     eprintln!(
-        "rust std threads: without {}, with {}",
+        "{label}: without {}, with {}",
         without.summary(),
         with.summary()
     );
@@ -122,6 +122,19 @@ fn rust_std_threads() {
     assert!(
         !without.passed() && without.shim_reported() != Some(true),
         "without the shim: {without:?}"
+    );
+}
+
+/// A Rust program whose std threads use libgc: `use bdwgc_shim as _;` is all
+/// it takes (examples/std_threads.rs); the same program without that line
+/// fails (examples/std_threads_no_shim.rs).
+#[test]
+fn rust_std_threads() {
+    let examples = shim_dir().join("examples");
+    check_rust_pair(
+        "rust std threads",
+        &examples.join("std_threads"),
+        &examples.join("std_threads_no_shim"),
     );
 }
 
@@ -159,27 +172,10 @@ fn debug_summary_line() {
 #[test]
 fn rust_bdwgc_alloc_threads() {
     let dir = shim_dir();
-    let with = run_program(&dir.join("bdwgc_alloc_threads"), &[], false, TIMEOUT)
-        .expect("run `cargo build --release --workspace` first");
-    let without = run_program(
+    check_rust_pair(
+        "bdwgc-alloc threads",
+        &dir.join("bdwgc_alloc_threads"),
         &dir.join("bdwgc_alloc_threads_no_shim"),
-        &[],
-        false,
-        TIMEOUT,
-    )
-    .expect("run `cargo build --release --workspace` first");
-    eprintln!(
-        "bdwgc-alloc threads: without {}, with {}",
-        without.summary(),
-        with.summary()
-    );
-    assert!(
-        with.passed() && with.shim_reported() == Some(true),
-        "with the shim: {with:?}"
-    );
-    assert!(
-        !without.passed() && without.shim_reported() != Some(true),
-        "without the shim: {without:?}"
     );
 }
 

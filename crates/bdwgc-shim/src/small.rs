@@ -109,7 +109,10 @@ unsafe impl<T> Sync for SpinLocked<T> {}
 
 impl<T> SpinLocked<T> {
     const fn new(value: T) -> Self {
-        SpinLocked { locked: AtomicBool::new(false), value: UnsafeCell::new(value) }
+        SpinLocked {
+            locked: AtomicBool::new(false),
+            value: UnsafeCell::new(value),
+        }
     }
 
     fn lock(&self) {
@@ -156,7 +159,11 @@ struct Central {
 unsafe impl Send for Central {}
 
 static CENTRAL: [SpinLocked<Central>; CLASSES] = [const {
-    SpinLocked::new(Central { free: ptr::null_mut(), carve_next: 0, carve_end: 0 })
+    SpinLocked::new(Central {
+        free: ptr::null_mut(),
+        carve_next: 0,
+        carve_end: 0,
+    })
 }; CLASSES];
 
 /// Serializes span creation (commit and root registration).
@@ -193,7 +200,11 @@ fn new_span(class: usize) -> Option<(usize, usize)> {
         let start = base + index * SPAN_SIZE;
         // SAFETY: the span lies inside the reserved region, untouched so far.
         let rc = unsafe {
-            libc::mprotect(start as *mut c_void, SPAN_SIZE, libc::PROT_READ | libc::PROT_WRITE)
+            libc::mprotect(
+                start as *mut c_void,
+                SPAN_SIZE,
+                libc::PROT_READ | libc::PROT_WRITE,
+            )
         };
         if rc != 0 {
             return None;
