@@ -3,7 +3,7 @@
  * every seventh is created while its creator blocks every signal (so it
  * starts with them blocked). Each holds a GC object on its stack; some
  * collect. Memory stays flat: RSS may not grow by more than 16 MiB between
- * the 2,000th and the last thread. */
+ * the 5,000th and the last thread. */
 #include "scenario.h"
 #include <pthread.h>
 #include <semaphore.h>
@@ -16,6 +16,8 @@
 enum ending { RETURNS, EXITS_DEEP, CANCELLED, DETACHED, JOINED_LATE, ENDINGS };
 static volatile long problems;
 static sem_t detached_done;
+#define HANDED_SLOTS 4096
+static void *handed[HANDED_SLOTS][8];
 
 static long rss_kib(void) {
     long pages = 0, resident = 0;
@@ -35,6 +37,12 @@ static void *body(void *arg) {
     void *volatile held = new_checked((unsigned long)n);
     char *block = malloc(64 + n % 512);
     memcpy(block, (void *)&held, sizeof held);
+    /* Blocks a later thread frees: each thread frees what the thread
+     * HANDED_SLOTS before it left in its slot, and leaves its own. */
+    for (int i = 0; i < 8; i++) {
+        free(handed[n % HANDED_SLOTS][i]);
+        handed[n % HANDED_SLOTS][i] = malloc(16 + 16 * (size_t)i);
+    }
     if (n % 1000 == 0) GC_gcollect();
     if (!tracked_ok(held, (unsigned long)n)) __atomic_add_fetch(&problems, 1, __ATOMIC_RELAXED);
     free(block);
@@ -78,13 +86,15 @@ int main(void) {
             }
             break;
         }
-        if (n == 2000) rss_early = rss_kib();
+        if (n == 5000) rss_early = rss_kib(); /* after the handed slots filled */
     }
     for (int i = 0; i < late_count; i++) pthread_join(late[i], NULL);
     usleep(100000); /* let the last detached thread finish exiting */
+    for (int slot = 0; slot < HANDED_SLOTS; slot++)
+        for (int i = 0; i < 8; i++) free(handed[slot][i]);
     collect_hard();
     long rss_late = rss_kib();
-    printf("rss after 2000 threads: %ld KiB, after %d: %ld KiB\n", rss_early, THREADS, rss_late);
+    printf("rss after 5000 threads: %ld KiB, after %d: %ld KiB\n", rss_early, THREADS, rss_late);
     if (rss_late - rss_early > 16 * 1024) { printf("RSS grew\n"); problems++; }
     return finish(problems);
 }

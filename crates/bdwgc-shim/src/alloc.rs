@@ -74,6 +74,8 @@ fn collector_malloc(me: &ThreadState, size: usize) -> *mut c_void {
         let (class, _) = small::class_of(size);
         let p = me.cache.allocate(class);
         if !p.is_null() {
+            // The cache now holds blocks: give them back when the thread ends.
+            threads::arm_exit_destructor(me);
             stats::count_routed(me);
             return p;
         }
