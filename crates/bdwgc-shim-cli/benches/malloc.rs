@@ -1,8 +1,8 @@
-//! `cargo bench -p bdwgc-shim-cli`: malloc/free churn (benches/churn.c) with
+//! `cargo bench -p bdwgc-shim-cli`: allocation workloads (benches/*.c) with
 //! glibc, with direct GC_malloc_uncollectable/GC_free calls, and through the
-//! shim (preloaded and linked), at 1, 2, 4 and 8 threads. Runs alternate
-//! between the variants; the table shows medians and ratios to glibc.
-//! Needs `cargo build --release` first. Not a test: it asserts nothing.
+//! shim (preloaded and linked). Runs alternate between the variants; the
+//! tables show medians and ratios to glibc. Needs `cargo build --release`
+//! first. Not a test: it asserts nothing.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -13,11 +13,11 @@ use bdwgc_shim_cli::scenarios::{cc, repo_root, shim_dir};
 const RUNS: usize = 3;
 const THREADS: [u32; 4] = [1, 2, 4, 8];
 
-fn build(dir: &Path, name: &str, extra: &[OsString]) -> PathBuf {
+fn build(dir: &Path, source: &str, name: &str, extra: &[OsString]) -> PathBuf {
     let out = dir.join(name);
     let mut args: Vec<OsString> = vec![
         "-O2".into(),
-        repo_root().join("benches/churn.c").into(),
+        repo_root().join("benches").join(source).into(),
         "-o".into(),
         out.clone().into(),
     ];
@@ -30,10 +30,12 @@ fn build(dir: &Path, name: &str, extra: &[OsString]) -> PathBuf {
     out
 }
 
-fn seconds(program: &Path, threads: u32, preload: Option<&Path>) -> f64 {
+/// Runs `program args` and reads the numbers it prints (seconds, and for
+/// the workloads peak RSS in KiB).
+fn measure(program: &Path, args: &[&str], preload: Option<&Path>) -> Vec<f64> {
     let mut command = Command::new(program);
     command
-        .arg(threads.to_string())
+        .args(args)
         .env("GC_MARKERS", "2")
         .env_remove("LD_PRELOAD");
     if let Some(library) = preload {
@@ -41,16 +43,85 @@ fn seconds(program: &Path, threads: u32, preload: Option<&Path>) -> f64 {
     }
     match command.output() {
         Ok(out) => String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .unwrap_or(f64::NAN),
-        Err(_) => f64::NAN,
+            .split_whitespace()
+            .map(|n| n.parse().unwrap_or(f64::NAN))
+            .collect(),
+        Err(_) => vec![f64::NAN, f64::NAN],
     }
+}
+
+/// Wall-clock milliseconds to start and end `program` once (median of 50).
+fn startup_ms(program: &Path, preload: Option<&Path>) -> f64 {
+    let runs: Vec<f64> = (0..50)
+        .map(|_| {
+            let start = std::time::Instant::now();
+            measure(program, &["hello"], preload);
+            start.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    median(runs)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
+}
+
+/// The four variants of one program: glibc, direct libgc calls, the shim
+/// preloaded, the shim linked.
+struct Variants {
+    plain: PathBuf,
+    direct: PathBuf,
+    linked: PathBuf,
+    library: PathBuf,
+}
+
+impl Variants {
+    fn build(dir: &Path, source: &str, stem: &str, archive: &Path, library: &Path) -> Variants {
+        Variants {
+            plain: build(dir, source, stem, &[]),
+            direct: build(dir, source, &format!("{stem}_direct"), &["-DDIRECT".into()]),
+            linked: build(
+                dir,
+                source,
+                &format!("{stem}_linked"),
+                &[
+                    "-Wl,--undefined=bdwgc_shim_is_active".into(),
+                    archive.into(),
+                ],
+            ),
+            library: library.to_path_buf(),
+        }
+    }
+
+    /// Medians of field `field` over RUNS alternating runs of each variant.
+    fn medians(&self, args: &[&str], field: usize) -> [f64; 4] {
+        let mut times: [Vec<f64>; 4] = Default::default();
+        for _ in 0..RUNS {
+            let pick = |v: Vec<f64>| v.get(field).copied().unwrap_or(f64::NAN);
+            times[0].push(pick(measure(&self.plain, args, None)));
+            times[1].push(pick(measure(&self.direct, args, None)));
+            times[2].push(pick(measure(&self.plain, args, Some(&self.library))));
+            times[3].push(pick(measure(&self.linked, args, None)));
+        }
+        times.map(median)
+    }
+}
+
+fn header(unit: &str) {
+    println!(
+        "{:>22} {:>9} {:>9} {:>9} {:>9}   {:>9} {:>9} {:>9}",
+        unit, "glibc", "direct", "preload", "linked", "direct/g", "preload/g", "linked/g"
+    );
+}
+
+fn row(label: &str, [g, d, p, l]: [f64; 4]) {
+    println!(
+        "{label:>22} {g:>9.3} {d:>9.3} {p:>9.3} {l:>9.3}   {:>8.2}x {:>8.2}x {:>8.2}x",
+        d / g,
+        p / g,
+        l / g
+    );
 }
 
 fn main() {
@@ -66,38 +137,34 @@ fn main() {
         eprintln!("{}: {e}", dir.display());
         std::process::exit(2);
     }
-    let plain = build(&dir, "churn", &[]);
-    let direct = build(&dir, "churn_direct", &["-DDIRECT".into()]);
-    let linked = build(
-        &dir,
-        "churn_linked",
-        &[
-            "-Wl,--undefined=bdwgc_shim_is_active".into(),
-            archive.into(),
-        ],
-    );
+    let churn = Variants::build(&dir, "churn.c", "churn", &archive, &library);
+    let work = Variants::build(&dir, "workloads.c", "workloads", &archive, &library);
 
-    println!(
-        "malloc/free churn, 8-264 bytes, 4M pairs per thread; median of {RUNS} runs (seconds)"
-    );
-    println!(
-        "{:>7} {:>8} {:>8} {:>8} {:>8}   {:>9} {:>9} {:>9}",
-        "threads", "glibc", "direct", "preload", "linked", "direct/g", "preload/g", "linked/g"
-    );
+    println!("Medians of {RUNS} alternating runs; ratios to glibc.\n");
+    header("seconds");
     for threads in THREADS {
-        let mut times: [Vec<f64>; 4] = Default::default();
-        for _ in 0..RUNS {
-            times[0].push(seconds(&plain, threads, None));
-            times[1].push(seconds(&direct, threads, None));
-            times[2].push(seconds(&plain, threads, Some(&library)));
-            times[3].push(seconds(&linked, threads, None));
-        }
-        let [g, d, p, l] = times.map(median);
-        println!(
-            "{threads:>7} {g:>8.3} {d:>8.3} {p:>8.3} {l:>8.3}   {:>8.2}x {:>8.2}x {:>8.2}x",
-            d / g,
-            p / g,
-            l / g
+        let t = threads.to_string();
+        row(
+            &format!("churn 8-264 B, {threads} thr"),
+            churn.medians(&[&t], 0),
         );
     }
+    row("churn 4 KiB-1 MiB", work.medians(&["large", "1"], 0));
+    row("realloc to 64 MiB", work.medians(&["realloc", "1"], 0));
+    row("producer/consumer", work.medians(&["prodcons"], 0));
+    row("10,000 threads", work.medians(&["threads"], 0));
+    println!();
+    header("peak RSS, MiB");
+    let mib = |v: [f64; 4]| v.map(|kib| kib / 1024.0);
+    row("churn 4 KiB-1 MiB", mib(work.medians(&["large", "1"], 1)));
+    row("realloc to 64 MiB", mib(work.medians(&["realloc", "1"], 1)));
+    println!();
+    header("start-up, ms");
+    let startup = [
+        startup_ms(&work.plain, None),
+        startup_ms(&work.direct, None),
+        startup_ms(&work.plain, Some(&library)),
+        startup_ms(&work.linked, None),
+    ];
+    row("hello (spawn to exit)", startup);
 }

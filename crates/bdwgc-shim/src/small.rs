@@ -36,10 +36,12 @@ const SPAN_SIZE: usize = 1 << SPAN_SHIFT;
 const REGION_SIZE: usize = 4 << 30;
 const MAX_SPANS: usize = REGION_SIZE / SPAN_SIZE;
 /// Blocks a thread keeps per class before it hands half of them back: 64
-/// small ones, fewer large ones (about 4 KiB a class, at least 8 blocks).
+/// small ones, fewer large ones (about 16 KiB a class, at least 16 blocks).
+/// Fewer means more trips to the shared central lists, whose lock two
+/// threads then pass back and forth.
 #[inline(always)]
 fn thread_limit(class: usize) -> u16 {
-    (4096 / block_size(class)).clamp(8, 64) as u16
+    (16384 / block_size(class)).clamp(16, 64) as u16
 }
 
 /// Blocks moved between a thread cache and a central list at once.

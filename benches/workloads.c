@@ -1,0 +1,118 @@
+/* Allocation workloads for the benchmark runner. argv[1] names one, argv[2]
+ * is its thread count where it has one. Prints the seconds taken and the
+ * peak RSS in KiB: "SECONDS KIB". Built with -DDIRECT, malloc/free become
+ * GC_malloc_uncollectable/GC_free (what the old Crystal shard did). */
+#define GC_THREADS
+#include <gc.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#ifdef DIRECT
+#define ALLOC(n) GC_malloc_uncollectable(n)
+#define FREE(p) GC_free(p)
+#define REALLOC(p, n) GC_realloc(p, n)
+#else
+#define ALLOC(n) malloc(n)
+#define FREE(p) free(p)
+#define REALLOC(p, n) realloc(p, n)
+#endif
+/* Threads: with the shim or glibc, plain pthread_create (the shim registers
+ * them); for direct libgc calls, libgc's own. */
+#ifndef DIRECT
+#undef pthread_create
+#undef pthread_join
+#endif
+
+static unsigned long next(unsigned long *x) { *x ^= *x << 13; *x ^= *x >> 7; *x ^= *x << 17; return *x; }
+
+/* 256 slots, blocks of 4 KiB to 1 MiB, 20,000 replacements. */
+static void *large_churn(void *arg) {
+    void *slots[256] = {0};
+    unsigned long x = 88172645463325252UL + (unsigned long)arg;
+    for (int i = 0; i < 20000; i++) {
+        int s = next(&x) % 256;
+        FREE(slots[s]);
+        size_t size = 4096 << (next(&x) % 9);
+        slots[s] = ALLOC(size);
+        ((volatile char *)slots[s])[size - 1] = 1;
+    }
+    for (int s = 0; s < 256; s++) FREE(slots[s]);
+    return NULL;
+}
+
+/* Buffers doubling from 16 bytes to 64 MiB, written as they grow, 8 times. */
+static void *realloc_growth(void *arg) {
+    (void)arg;
+    for (int round = 0; round < 8; round++) {
+        char *buffer = NULL;
+        for (size_t size = 16; size <= (64 << 20); size *= 2) {
+            buffer = REALLOC(buffer, size);
+            memset(buffer + size / 2, 1, size / 2);
+        }
+        FREE(buffer);
+    }
+    return NULL;
+}
+
+/* A producer allocates 8-264-byte blocks; a consumer frees them. */
+#define RING 4096
+static void *volatile ring[RING];
+static void *producer(void *arg) {
+    unsigned long x = 1234567;
+    for (long i = 0; i < 2000000; i++) {
+        void *p = ALLOC(8 + next(&x) % 257);
+        ((volatile char *)p)[0] = 1;
+        while (__atomic_load_n(&ring[i % RING], __ATOMIC_ACQUIRE) != NULL) {}
+        __atomic_store_n(&ring[i % RING], p, __ATOMIC_RELEASE);
+    }
+    return arg;
+}
+static void *consumer(void *arg) {
+    for (long i = 0; i < 2000000; i++) {
+        void *p;
+        while ((p = __atomic_load_n(&ring[i % RING], __ATOMIC_ACQUIRE)) == NULL) {}
+        __atomic_store_n(&ring[i % RING], NULL, __ATOMIC_RELEASE);
+        FREE(p);
+    }
+    return arg;
+}
+
+static void *nothing(void *arg) { return arg; }
+
+int main(int argc, char **argv) {
+    GC_INIT();
+#ifdef DIRECT
+    GC_allow_register_threads();
+#endif
+    const char *name = argc > 1 ? argv[1] : "hello";
+    int threads = argc > 2 ? atoi(argv[2]) : 1;
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    if (strcmp(name, "large") == 0 || strcmp(name, "realloc") == 0) {
+        void *(*work)(void *) = name[0] == 'l' ? large_churn : realloc_growth;
+        pthread_t t[16];
+        for (long i = 0; i < threads; i++) pthread_create(&t[i], NULL, work, (void *)i);
+        for (int i = 0; i < threads; i++) pthread_join(t[i], NULL);
+    } else if (strcmp(name, "prodcons") == 0) {
+        pthread_t p, c;
+        pthread_create(&p, NULL, producer, NULL);
+        pthread_create(&c, NULL, consumer, NULL);
+        pthread_join(p, NULL);
+        pthread_join(c, NULL);
+    } else if (strcmp(name, "threads") == 0) {
+        for (int i = 0; i < 10000; i++) {
+            pthread_t t;
+            pthread_create(&t, NULL, nothing, NULL);
+            pthread_join(t, NULL);
+        }
+    }
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    struct rusage usage;
+    getrusage(RUSAGE_SELF, &usage);
+    printf("%.4f %ld\n", (double)(b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) / 1e9, usage.ru_maxrss);
+    return 0;
+}
