@@ -1,12 +1,15 @@
 //! The malloc family, served from memory the collector scans but never
-//! collects (`GC_malloc_uncollectable`), with glibc's allocator as the
-//! fallback wherever libgc must not or cannot be called.
+//! collects, with glibc's allocator as the fallback wherever libgc must not
+//! or cannot be called. A block comes from one of three places, and `free`
+//! tells them apart without any record of its own:
 //!
-//! Which allocator a pointer came from is never recorded: `GC_base` (no lock,
-//! any address) answers it at free time. It also maps an aligned pointer
-//! inside a larger object back to that object, which is how aligned blocks
-//! need no header. Pointers glibc handed out (before the collector was set
-//! up, or during a fallback) go back to glibc.
+//! - blocks up to 1024 bytes: the shim's region ([`crate::small`]), known by
+//!   a range check;
+//! - larger or aligned blocks: `GC_malloc_uncollectable`, known by `GC_base`
+//!   (no lock, any address), which also maps an aligned pointer inside a
+//!   larger object back to that object, so aligned blocks need no header;
+//! - everything else is glibc's: handed out before the collector was set up,
+//!   or during a fallback, and given back to glibc.
 //!
 //! libgc's lock is not re-entrant. While this thread may be inside libgc
 //! (the thread's `bypass` count is non-zero) nothing here calls into libgc:
