@@ -1,6 +1,6 @@
 //! Every symbol the shim exports, in one place. Each hook is a thin shell
 //! over the module that does the work; the libc function a hook replaces is
-//! reached through [`crate::real`] or glibc's `__libc_*` names.
+//! reached through `crate::real` or glibc's `__libc_*` names.
 //!
 //! Defined in the final program (static archive, Rust crate) or in a library
 //! loaded before libc (preloaded or linked), these definitions take the place
