@@ -115,7 +115,8 @@ fn header(unit: &str) {
     );
 }
 
-fn row(label: &str, [g, d, p, l]: [f64; 4]) {
+fn row(rows: &mut Vec<(String, [f64; 4])>, label: &str, [g, d, p, l]: [f64; 4]) {
+    rows.push((label.to_string(), [g, d, p, l]));
     println!(
         "{label:>22} {g:>9.3} {d:>9.3} {p:>9.3} {l:>9.3}   {:>8.2}x {:>8.2}x {:>8.2}x",
         d / g,
@@ -142,22 +143,49 @@ fn main() {
 
     println!("Medians of {RUNS} alternating runs; ratios to glibc.\n");
     header("seconds");
+    let mut time_rows = Vec::new();
     for threads in THREADS {
         let t = threads.to_string();
         row(
+            &mut time_rows,
             &format!("churn 8-264 B, {threads} thr"),
             churn.medians(&[&t], 0),
         );
     }
-    row("churn 4 KiB-1 MiB", work.medians(&["large", "1"], 0));
-    row("realloc to 64 MiB", work.medians(&["realloc", "1"], 0));
-    row("producer/consumer", work.medians(&["prodcons"], 0));
-    row("10,000 threads", work.medians(&["threads"], 0));
+    row(
+        &mut time_rows,
+        "churn 4 KiB-1 MiB",
+        work.medians(&["large", "1"], 0),
+    );
+    row(
+        &mut time_rows,
+        "realloc to 64 MiB",
+        work.medians(&["realloc", "1"], 0),
+    );
+    row(
+        &mut time_rows,
+        "producer/consumer",
+        work.medians(&["prodcons"], 0),
+    );
+    row(
+        &mut time_rows,
+        "10,000 threads",
+        work.medians(&["threads"], 0),
+    );
     println!();
     header("peak RSS, MiB");
     let mib = |v: [f64; 4]| v.map(|kib| kib / 1024.0);
-    row("churn 4 KiB-1 MiB", mib(work.medians(&["large", "1"], 1)));
-    row("realloc to 64 MiB", mib(work.medians(&["realloc", "1"], 1)));
+    let mut rss_rows = Vec::new();
+    row(
+        &mut rss_rows,
+        "churn 4 KiB-1 MiB",
+        mib(work.medians(&["large", "1"], 1)),
+    );
+    row(
+        &mut rss_rows,
+        "realloc to 64 MiB",
+        mib(work.medians(&["realloc", "1"], 1)),
+    );
     println!();
     header("start-up, ms");
     let startup = [
@@ -166,5 +194,73 @@ fn main() {
         startup_ms(&work.plain, Some(&library)),
         startup_ms(&work.linked, None),
     ];
-    row("hello (spawn to exit)", startup);
+    row(&mut Vec::new(), "hello (spawn to exit)", startup);
+
+    let chart = repo_root().join("docs/bench.png");
+    match draw_chart(&chart, &time_rows) {
+        Ok(()) => println!("\nchart: {}", chart.display()),
+        Err(e) => eprintln!("no chart: {e}"),
+    }
+}
+
+/// The time ratios to glibc as grouped bars on a log scale: PNG for the
+/// README.
+fn draw_chart(path: &Path, rows: &[(String, [f64; 4])]) -> Result<(), Box<dyn std::error::Error>> {
+    use plotters::prelude::*;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let root = BitMapBackend::new(path, (1100, 560)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let n = rows.len() as f64;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "time relative to glibc malloc (log scale; lower is better)",
+            ("sans-serif", 22),
+        )
+        .margin(16)
+        .x_label_area_size(150)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..n, (0.02f64..60.0).log_scale())?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(0)
+        .y_desc("ratio to glibc")
+        .y_label_formatter(&|v| format!("{v}x"))
+        .draw()?;
+    let series = [
+        ("direct GC_malloc_uncollectable/GC_free", 1, RED),
+        ("shim, preloaded", 2, BLUE),
+        ("shim, linked", 3, GREEN),
+    ];
+    for (k, (name, column, color)) in series.into_iter().enumerate() {
+        let bars = rows.iter().enumerate().map(|(i, (_, v))| {
+            let x0 = i as f64 + 0.15 + 0.23 * k as f64;
+            let ratio = (v[column] / v[0]).clamp(0.02, 60.0);
+            Rectangle::new([(x0, 0.02), (x0 + 0.2, ratio)], color.filled())
+        });
+        chart
+            .draw_series(bars)?
+            .label(name)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 12, y + 6)], color.filled()));
+    }
+    chart.draw_series(std::iter::once(PathElement::new(
+        vec![(0.0, 1.0), (n, 1.0)],
+        BLACK,
+    )))?;
+    // Workload names under the axis, written downwards.
+    let style = TextStyle::from(("sans-serif", 15).into_font()).transform(FontTransform::Rotate90);
+    for (i, (label, _)) in rows.iter().enumerate() {
+        let (x, y) = chart.backend_coord(&(i as f64 + 0.45, 0.02));
+        root.draw(&Text::new(label.clone(), (x + 8, y + 8), style.clone()))?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()?;
+    root.present()?;
+    Ok(())
 }
