@@ -354,6 +354,8 @@ fn libraries() -> Result<PathBuf, String> {
             std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
             let src = repo_root().join("tests/c/lib");
             for name in ["stash", "early", "ctor_thread"] {
+                let out = dir.join(format!("lib{name}.so"));
+                let temporary = temporary_path(&out);
                 cc(&[
                     "-O2".into(),
                     "-g".into(),
@@ -361,13 +363,23 @@ fn libraries() -> Result<PathBuf, String> {
                     "-shared".into(),
                     src.join(format!("{name}.c")).into(),
                     "-o".into(),
-                    dir.join(format!("lib{name}.so")).into(),
+                    temporary.clone().into(),
                     "-lpthread".into(),
                 ])?;
+                std::fs::rename(&temporary, &out).map_err(|e| e.to_string())?;
             }
             Ok(dir)
         })
         .clone()
+}
+
+/// Where to write `out` first: another process (the demo run by a test, a
+/// second test binary) may be running or writing the same program, so each
+/// build writes a file of its own and renames it into place.
+fn temporary_path(out: &Path) -> PathBuf {
+    let mut name = out.as_os_str().to_owned();
+    name.push(format!(".tmp{}", std::process::id()));
+    PathBuf::from(name)
 }
 
 /// Builds `program` for `mode` (once per process) and returns its path.
@@ -397,6 +409,7 @@ pub fn build(program: &str, mode: Mode) -> Result<PathBuf, String> {
     let dir = build_root().join(link_mode.name());
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let out = dir.join(program);
+    let temporary = temporary_path(&out);
     let src = repo_root().join("tests/c");
     // C++ programs (tests/c/*.cc) build with c++.
     let (compiler, source) = match src.join(format!("{program}.cc")) {
@@ -412,7 +425,7 @@ pub fn build(program: &str, mode: Mode) -> Result<PathBuf, String> {
         format!("-I{}", repo_root().join("include").display()).into(),
         source.into(),
         "-o".into(),
-        out.clone().into(),
+        temporary.clone().into(),
     ];
     args.extend(link_mode.shim_link_args(&shim));
     args.push(format!("-L{}", libs.display()).into());
@@ -426,6 +439,7 @@ pub fn build(program: &str, mode: Mode) -> Result<PathBuf, String> {
     }
     args.extend(["-lpthread".into(), "-ldl".into()]);
     compile(compiler, &args)?;
+    std::fs::rename(&temporary, &out).map_err(|e| e.to_string())?;
     built.push((program.to_string(), link_mode, out.clone()));
     Ok(out)
 }
