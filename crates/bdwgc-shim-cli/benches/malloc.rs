@@ -172,6 +172,15 @@ fn main() {
         "10,000 threads",
         work.medians(&["threads"], 0),
     );
+    // glibc's memory is not scanned, so the pause is compared with libgc's
+    // own uncollectable memory instead.
+    let [g, d, p, l] = work.medians(&["pause"], 0);
+    println!(
+        "{:>22} {g:>9.3} {d:>9.3} {p:>9.3} {l:>9.3}   preload/direct {:.2}x, linked/direct {:.2}x",
+        "GC pause, 200 MiB live",
+        p / d,
+        l / d
+    );
     println!();
     header("peak RSS, MiB");
     let mib = |v: [f64; 4]| v.map(|kib| kib / 1024.0);
@@ -180,6 +189,11 @@ fn main() {
         &mut rss_rows,
         "churn 4 KiB-1 MiB",
         mib(work.medians(&["large", "1"], 1)),
+    );
+    row(
+        &mut rss_rows,
+        "200 MiB live, 16-1024 B",
+        mib(work.medians(&["pause"], 1)),
     );
     row(
         &mut rss_rows,
