@@ -1,7 +1,7 @@
 /* Allocation workloads for the benchmark runner. argv[1] names one, argv[2]
- * is its thread count where it has one. Prints the seconds taken (for
- * "pause", the median collection pause) and the peak RSS in KiB:
- * "SECONDS KIB". Built with -DDIRECT, malloc/free become
+ * is its thread count (for "live", the live set in MiB) where it has one.
+ * Prints the seconds taken (for "pause", the median collection pause; for
+ * "live", the replacements alone) and the peak RSS in KiB: "SECONDS KIB". Built with -DDIRECT, malloc/free become
  * GC_malloc_uncollectable/GC_free (what the old Crystal shard did). */
 #define GC_THREADS
 #include <gc.h>
@@ -84,6 +84,27 @@ static void *consumer(void *arg) {
 
 static void *nothing(void *arg) { return arg; }
 
+/* A live set of argv[2] MiB of 16-1024-byte blocks, then 2 million random
+ * replacements in it (timed alone). */
+static double live_set_churn(size_t mib) {
+    size_t count = (mib << 20) / 520, replaced = 2000000;
+    void **slots = ALLOC(count * sizeof *slots);
+    unsigned long x = 7;
+    for (size_t i = 0; i < count; i++) slots[i] = ALLOC(16 + next(&x) % 1009);
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    for (size_t i = 0; i < replaced; i++) {
+        size_t s = next(&x) % count;
+        FREE(slots[s]);
+        slots[s] = ALLOC(16 + next(&x) % 1009);
+        ((volatile char *)slots[s])[0] = 1;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    for (size_t i = 0; i < count; i++) FREE(slots[i]);
+    FREE(slots);
+    return (double)(b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) / 1e9;
+}
+
 /* 200 MiB of live blocks of 16-1024 bytes (each holding a pointer to a GC
  * object), then the median of 5 full collections. Prints that pause. */
 static double collection_pause(void) {
@@ -143,8 +164,8 @@ int main(int argc, char **argv) {
         }
     }
     clock_gettime(CLOCK_MONOTONIC, &b);
-    if (strcmp(name, "pause") == 0) {
-        double pause = collection_pause();
+    if (strcmp(name, "pause") == 0 || strcmp(name, "live") == 0) {
+        double pause = name[0] == 'p' ? collection_pause() : live_set_churn((size_t)threads);
         a.tv_sec = 0; a.tv_nsec = 0;
         b.tv_sec = (time_t)pause; b.tv_nsec = (long)((pause - (double)b.tv_sec) * 1e9);
     }

@@ -172,6 +172,13 @@ fn main() {
         "10,000 threads",
         work.medians(&["threads"], 0),
     );
+    for mib in ["1", "16", "256", "1024"] {
+        row(
+            &mut time_rows,
+            &format!("live set {mib} MiB"),
+            work.medians(&["live", mib], 0),
+        );
+    }
     // glibc's memory is not scanned, so the pause is compared with libgc's
     // own uncollectable memory instead.
     let [g, d, p, l] = work.medians(&["pause"], 0);
