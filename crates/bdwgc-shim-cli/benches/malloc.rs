@@ -8,7 +8,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use bdwgc_shim_cli::scenarios::{cc, repo_root, shim_dir};
+use bdwgc_shim_cli::scenarios::{cc, repo_root, shim_dir, Mode};
 
 const RUNS: usize = 3;
 const THREADS: [u32; 4] = [1, 2, 4, 8];
@@ -77,20 +77,18 @@ struct Variants {
 }
 
 impl Variants {
-    fn build(dir: &Path, source: &str, stem: &str, archive: &Path, library: &Path) -> Variants {
+    fn build(dir: &Path, source: &str, stem: &str, shim: &Path) -> Variants {
         Variants {
             plain: build(dir, source, stem, &[]),
             direct: build(dir, source, &format!("{stem}_direct"), &["-DDIRECT".into()]),
+            // Linked the way the README gives (and the scenario tests use).
             linked: build(
                 dir,
                 source,
                 &format!("{stem}_linked"),
-                &[
-                    "-Wl,--undefined=bdwgc_shim_is_active".into(),
-                    archive.into(),
-                ],
+                &Mode::Static.shim_link_args(shim),
             ),
-            library: library.to_path_buf(),
+            library: shim.join("libbdwgc_shim.so"),
         }
     }
 
@@ -138,8 +136,8 @@ fn main() {
         eprintln!("{}: {e}", dir.display());
         std::process::exit(2);
     }
-    let churn = Variants::build(&dir, "churn.c", "churn", &archive, &library);
-    let work = Variants::build(&dir, "workloads.c", "workloads", &archive, &library);
+    let churn = Variants::build(&dir, "churn.c", "churn", &shim);
+    let work = Variants::build(&dir, "workloads.c", "workloads", &shim);
 
     println!("Medians of {RUNS} alternating runs; ratios to glibc.\n");
     header("seconds");

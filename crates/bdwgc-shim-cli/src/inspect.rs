@@ -61,22 +61,18 @@ impl std::fmt::Display for InspectError {
     }
 }
 
+/// Whether the program defines one of `names`: (exported in .dynsym, anywhere).
 fn defines(elf: &Elf, names: &[&str]) -> (bool, bool) {
-    let in_dynsym = elf.dynsyms.iter().any(|s| {
-        s.st_shndx != 0
-            && elf
-                .dynstrtab
-                .get_at(s.st_name)
-                .is_some_and(|n| names.contains(&n))
-    });
-    let in_symtab = elf.syms.iter().any(|s| {
-        s.st_shndx != 0
-            && elf
-                .strtab
-                .get_at(s.st_name)
-                .is_some_and(|n| names.contains(&n))
-    });
-    (in_dynsym, in_dynsym || in_symtab)
+    let defined_in = |symbols: &goblin::elf::Symtab, strings: &goblin::strtab::Strtab| {
+        symbols.iter().any(|s| {
+            s.st_shndx != 0
+                && strings
+                    .get_at(s.st_name)
+                    .is_some_and(|n| names.contains(&n))
+        })
+    };
+    let in_dynsym = defined_in(&elf.dynsyms, &elf.dynstrtab);
+    (in_dynsym, in_dynsym || defined_in(&elf.syms, &elf.strtab))
 }
 
 /// The version of the shared libgc the program would load, asked of libgc

@@ -82,7 +82,7 @@ impl Mode {
     }
 
     /// The linker arguments that bring the shim in, as the README gives them.
-    fn shim_link_args(self, shim: &Path) -> Vec<OsString> {
+    pub fn shim_link_args(self, shim: &Path) -> Vec<OsString> {
         let archive = shim.join("libbdwgc_shim.a").into_os_string();
         let mut args: Vec<OsString> = Vec::new();
         match self {

@@ -74,7 +74,7 @@ fn libc_counted() {
 fn collector_malloc(me: &ThreadState, size: usize) -> *mut c_void {
     release_deferred_frees();
     if size <= MAX_SMALL {
-        let (class, _) = small::class_of(size);
+        let class = small::class_of(size);
         let p = me.cache.allocate(class);
         if !p.is_null() {
             // The cache now holds blocks: give them back when the thread ends.
@@ -84,7 +84,12 @@ fn collector_malloc(me: &ThreadState, size: usize) -> *mut c_void {
         }
         // The region is used up (or could not be reserved): ask libgc.
     }
-    let p = gc::malloc_uncollectable(size.max(1));
+    libgc_malloc(me, size.max(1))
+}
+
+/// A block of `size` bytes (at least 1) from `GC_malloc_uncollectable`.
+fn libgc_malloc(me: &ThreadState, size: usize) -> *mut c_void {
+    let p = gc::malloc_uncollectable(size);
     if p.is_null() {
         set_errno(libc::ENOMEM);
     } else {
@@ -107,12 +112,10 @@ fn collector_aligned(me: &ThreadState, align: usize, size: usize) -> *mut c_void
     // Straight from libgc: region blocks must be freed at their start, and
     // an aligned pointer may sit inside the block.
     release_deferred_frees();
-    let base = gc::malloc_uncollectable(total);
+    let base = libgc_malloc(me, total);
     if base.is_null() {
-        set_errno(libc::ENOMEM);
         return base;
     }
-    stats::count_routed(me);
     let offset = (base as usize).wrapping_neg() & (align - 1);
     // SAFETY: libgc objects are 16-aligned, so offset <= align - 16 and
     // offset + size <= total: the result stays inside the object.

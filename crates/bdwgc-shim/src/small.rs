@@ -56,11 +56,11 @@ static SPANS_USED: AtomicUsize = AtomicUsize::new(0);
 /// Each span's class plus one (0: not in use).
 static SPAN_CLASS: [AtomicU8; MAX_SPANS] = [const { AtomicU8::new(0) }; MAX_SPANS];
 
-/// The class of a request of `size` bytes (1..=MAX_SMALL) and its block size.
+/// The class of a request of `size` bytes (0..=MAX_SMALL); its blocks are
+/// [`block_size`] bytes.
 #[inline(always)]
-pub fn class_of(size: usize) -> (usize, usize) {
-    let class = (size.max(1) + GRANULE - 1) / GRANULE - 1;
-    (class, (class + 1) * GRANULE)
+pub fn class_of(size: usize) -> usize {
+    size.max(1).div_ceil(GRANULE) - 1
 }
 
 /// Reserves the region; called once during initialization, after GC_init.
