@@ -3,12 +3,13 @@
 //! `include/bdwgc_shim.h` all come from the `bdwgc-shim` crate; this crate
 //! only adds what a Rust library without `std` needs to stand alone.
 
-#![no_std]
+#![cfg_attr(not(test), no_std)]
 
 // Link the core crate in: its exported symbols are this library's.
 pub use shim::api;
 
 /// A panic inside a malloc hook cannot unwind into C: stop the process.
+#[cfg(not(test))]
 #[panic_handler]
 fn panic(_: &core::panic::PanicInfo) -> ! {
     // SAFETY: abort has no preconditions and never returns.
