@@ -473,10 +473,7 @@ pub fn run_program(
     command
         .args(args)
         .env("GC_MARKERS", "2")
-        .env_remove("LD_PRELOAD")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .env_remove("LD_PRELOAD");
     if preload {
         command.env("LD_PRELOAD", shim_dir().join("libbdwgc_shim.so"));
     }
@@ -484,50 +481,128 @@ pub fn run_program(
 }
 
 /// Runs `command` with its output captured, killing it after `timeout`.
+///
+/// The program runs in a process group of its own, and the whole group is
+/// killed when it ends or times out: a forked child that hangs (or outlives
+/// its parent) must neither keep the run going nor hold the output pipes
+/// open, or reading them would never finish.
 pub fn run_with_timeout(mut command: Command, timeout: Duration) -> Result<Outcome, String> {
-    use std::os::unix::process::ExitStatusExt;
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
     let start = Instant::now();
+    command
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = command
         .spawn()
         .map_err(|e| format!("cannot start {command:?}: {e}"))?;
-    let mut stdout = child.stdout.take();
-    let mut stderr = child.stderr.take();
-    let out_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        if let Some(o) = stdout.as_mut() {
-            let _ = o.read_to_string(&mut s);
-        }
-        s
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        if let Some(e) = stderr.as_mut() {
-            let _ = e.read_to_string(&mut s);
-        }
-        s
-    });
+    let group = child.id() as libc::pid_t;
+    let kill_group = || {
+        // SAFETY: kill(2) with a negative pid signals the process group the
+        // child leads; it touches no memory of ours. ESRCH (nobody left) is
+        // the usual, harmless result.
+        unsafe { libc::kill(-group, libc::SIGKILL) };
+    };
+    let reader = |pipe: Option<Box<dyn Read + Send>>| {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            let _ = sender.send(String::from_utf8_lossy(&bytes).into_owned());
+        });
+        receiver
+    };
+    let stdout = reader(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = reader(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
     let ending = loop {
         match child.try_wait().map_err(|e| e.to_string())? {
             Some(status) => {
+                kill_group();
                 break match (status.code(), status.signal()) {
                     (Some(code), _) => Ending::Exited(code),
                     (None, Some(sig)) => Ending::Signalled(sig),
                     (None, None) => Ending::Exited(-1),
-                }
+                };
             }
             None if start.elapsed() > timeout => {
-                let _ = child.kill();
+                kill_group();
                 let _ = child.wait();
                 break Ending::TimedOut;
             }
             None => std::thread::sleep(Duration::from_millis(5)),
         }
     };
+    // A process that left the group could still hold a pipe: give up on
+    // its output after a while rather than wait for ever.
+    let collect = |receiver: std::sync::mpsc::Receiver<String>| {
+        receiver
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| "(output not closed 10 s after the program ended)".into())
+    };
+    let (stdout, stderr) = (collect(stdout), collect(stderr));
     let elapsed = start.elapsed();
     Ok(Outcome {
         ending,
-        stdout: out_reader.join().unwrap_or_default(),
-        stderr: err_reader.join().unwrap_or_default(),
+        stdout,
+        stderr,
         elapsed,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shell(script: &str) -> Command {
+        let mut command = Command::new("sh");
+        command.args(["-c", script]);
+        command
+    }
+
+    /// A program whose forked child outlives it, holding its output open,
+    /// must not keep the run waiting (a hung fork child once held a CI run
+    /// until its 90 minutes ran out).
+    #[test]
+    fn a_child_left_behind_does_not_hold_the_run() {
+        let start = Instant::now();
+        let outcome =
+            run_with_timeout(shell("sleep 300 & echo parent done"), DEFAULT_TIMEOUT).unwrap();
+        assert!(matches!(outcome.ending, Ending::Exited(0)));
+        assert_eq!(outcome.stdout, "parent done\n");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
+    #[test]
+    fn a_hung_program_and_its_children_are_killed_at_the_timeout() {
+        let start = Instant::now();
+        let outcome = run_with_timeout(
+            shell("sleep 300 & echo started; sleep 300"),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        assert!(matches!(outcome.ending, Ending::TimedOut));
+        assert_eq!(outcome.stdout, "started\n");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{:?}",
+            start.elapsed()
+        );
+    }
 }

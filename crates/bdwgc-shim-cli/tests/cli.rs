@@ -2,9 +2,10 @@
 //! and without the shim, with shared and static libgc, a static executable,
 //! and a text file. Needs `cargo build --release` first.
 
-use std::process::{Command, Output};
+use std::process::{Command, ExitStatus, Output};
+use std::time::Duration;
 
-use bdwgc_shim_cli::scenarios::{build, repo_root, shim_dir, Mode};
+use bdwgc_shim_cli::scenarios::{build, repo_root, run_with_timeout, shim_dir, Ending, Mode};
 
 fn command() -> Command {
     let mut c = Command::new(shim_dir().join("bdwgc-shim"));
@@ -14,11 +15,33 @@ fn command() -> Command {
     c
 }
 
+/// Runs the command to its end, or fails the test after `TIMEOUT` (the
+/// demo runs every scenario twice; nothing may wait for ever).
 fn run_cli(args: &[&str]) -> Output {
-    command()
-        .args(args)
-        .output()
-        .expect("run `cargo build --release` first")
+    let mut command = command();
+    command.args(args);
+    finish(command)
+}
+
+const TIMEOUT: Duration = Duration::from_secs(600);
+
+fn finish(command: Command) -> Output {
+    use std::os::unix::process::ExitStatusExt;
+    let shown = format!("{command:?}");
+    let outcome = run_with_timeout(command, TIMEOUT).expect("run `cargo build --release` first");
+    let status = match outcome.ending {
+        Ending::Exited(code) => ExitStatus::from_raw((code & 0xff) << 8),
+        Ending::Signalled(signal) => ExitStatus::from_raw(signal),
+        Ending::TimedOut => panic!(
+            "{shown} did not end within {TIMEOUT:?}\n{}\n{}",
+            outcome.stdout, outcome.stderr
+        ),
+    };
+    Output {
+        status,
+        stdout: outcome.stdout.into_bytes(),
+        stderr: outcome.stderr.into_bytes(),
+    }
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -123,11 +146,9 @@ fn check_a_static_executable_a_text_file_and_a_missing_file() {
 #[test]
 fn run_preloads_the_shim_and_passes_the_exit_status() {
     let without = program(Mode::Without);
-    let plain = Command::new(&without)
-        .env("GC_MARKERS", "2")
-        .env_remove("LD_PRELOAD")
-        .output()
-        .unwrap();
+    let mut plain = Command::new(&without);
+    plain.env("GC_MARKERS", "2").env_remove("LD_PRELOAD");
+    let plain = finish(plain);
     assert!(
         !plain.status.success(),
         "the program must fail without the shim"
