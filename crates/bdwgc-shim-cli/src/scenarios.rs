@@ -142,7 +142,7 @@ pub fn all_scenarios() -> Vec<Scenario> {
         program: "keep_objects",
         args: vec![],
         fails_without_shim: true,
-        what: "18,000 GC objects kept only in library malloc memory (9 allocators)",
+        what: "22,000 GC objects kept only in library malloc memory (11 allocators)",
         timeout: DEFAULT_TIMEOUT,
     }];
     for mode in THREAD_MODES {
@@ -235,6 +235,15 @@ pub fn all_scenarios() -> Vec<Scenario> {
             args: vec![],
             fails_without_shim: true,
             what: "RLIMIT_AS: NULL and ENOMEM, then the program goes on and collects",
+            timeout: DEFAULT_TIMEOUT,
+        },
+        Scenario {
+            name: "freed-blocks".into(),
+            program: "freed_blocks",
+            args: vec![],
+            fails_without_shim: true,
+            what:
+                "objects live while library blocks (16 B-6 MiB) hold them, collectable once freed",
             timeout: DEFAULT_TIMEOUT,
         },
         Scenario {

@@ -86,6 +86,7 @@ scenario_tests! {
     exit_order => "exit-order",
     dlopen_loop => "dlopen-loop",
     out_of_memory => "out-of-memory",
+    freed_blocks => "freed-blocks",
     rss_flat => "rss-flat",
     edge_inputs => "edge-inputs",
 }

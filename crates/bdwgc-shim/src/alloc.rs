@@ -3,8 +3,10 @@
 //! or cannot be called. A block comes from one of three places, and `free`
 //! tells them apart without any record of its own:
 //!
-//! - blocks up to 1024 bytes: the shim's region ([`crate::small`]), known by
-//!   a range check;
+//! - blocks up to 1024 bytes: the shim's small-block region
+//!   ([`crate::small`]), known by a range check;
+//! - blocks up to 32 MiB: the shim's large-block region ([`crate::large`]),
+//!   known the same way;
 //! - larger or aligned blocks: `GC_malloc_uncollectable`, known by `GC_base`
 //!   (no lock, any address), which also maps an aligned pointer inside a
 //!   larger object back to that object, so aligned blocks need no header;
@@ -20,6 +22,7 @@ use core::ffi::c_void;
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, Ordering};
 
+use crate::large::{self, MAX_LARGE};
 use crate::small::{self, MAX_SMALL};
 use crate::sys::{gc, glibc};
 use crate::tls::{self, ThreadState, MODE_COLLECTOR};
@@ -71,7 +74,16 @@ fn libc_counted() {
     stats::count_libc(!init::is_ready());
 }
 
-fn collector_malloc(me: &ThreadState, size: usize) -> *mut c_void {
+/// What a new block must hold.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Contents {
+    /// Anything (malloc).
+    Any,
+    /// Zero bytes (calloc).
+    Zeroed,
+}
+
+fn collector_malloc(me: &ThreadState, size: usize, contents: Contents) -> *mut c_void {
     release_deferred_frees();
     if size <= MAX_SMALL {
         let class = small::class_of(size);
@@ -83,7 +95,17 @@ fn collector_malloc(me: &ThreadState, size: usize) -> *mut c_void {
             return p;
         }
         // The region is used up (or could not be reserved): ask libgc.
+    } else if size <= MAX_LARGE {
+        if let Some((p, zeroed)) = large::allocate(large::class_of(size)) {
+            if contents == Contents::Zeroed && !zeroed {
+                // SAFETY: the block has at least `size` bytes, all ours.
+                unsafe { ptr::write_bytes(p.cast::<u8>(), 0, size) };
+            }
+            stats::count_routed(me);
+            return p;
+        }
     }
+    // libgc's blocks are always handed out zeroed.
     libgc_malloc(me, size.max(1))
 }
 
@@ -210,7 +232,7 @@ pub fn malloc(size: usize) -> *mut c_void {
     }
     let me = tls::current();
     if use_collector(me) {
-        return collector_malloc(me, size);
+        return collector_malloc(me, size, Contents::Any);
     }
     libc_counted();
     // SAFETY: plain call into glibc's allocator.
@@ -224,8 +246,7 @@ pub fn calloc(count: usize, size: usize) -> *mut c_void {
     };
     let me = tls::current();
     if use_collector(me) {
-        // Collector memory is always handed out zeroed.
-        return collector_malloc(me, total);
+        return collector_malloc(me, total, Contents::Zeroed);
     }
     libc_counted();
     // SAFETY: plain call into glibc's allocator.
@@ -242,6 +263,9 @@ pub unsafe fn free(p: *mut c_void) {
     if let Some(class) = small::class_of_block(p) {
         // SAFETY: a live region block (caller's contract).
         unsafe { free_small(tls::current(), p, class) };
+    } else if let Some(class) = large::class_of_block(p) {
+        // SAFETY: a live large block (caller's contract).
+        unsafe { large::free(p, class) };
     } else {
         let base = collector_base(p);
         if base.is_null() {
@@ -286,6 +310,25 @@ pub unsafe fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
         }
         return new;
     }
+    if let Some(class) = large::class_of_block(p) {
+        let usable = large::block_size(class);
+        if size <= usable && size > usable / 2 {
+            return p;
+        }
+        // SAFETY: a live large block (caller's contract).
+        if size > usable && unsafe { large::grow_in_place(p, class, size) } {
+            return p;
+        }
+        let new = malloc(size);
+        if !new.is_null() {
+            // SAFETY: both blocks are live and distinct; then `p` is freed once.
+            unsafe {
+                ptr::copy_nonoverlapping(p.cast::<u8>(), new.cast::<u8>(), usable.min(size));
+                large::free(p, class);
+            }
+        }
+        return new;
+    }
     let base = collector_base(p);
     if base.is_null() {
         if !use_collector(me) {
@@ -295,7 +338,7 @@ pub unsafe fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
         }
         // glibc memory from before the collector was ready: move it into
         // scanned memory now.
-        let new = collector_malloc(me, size);
+        let new = collector_malloc(me, size, Contents::Any);
         if !new.is_null() {
             let old_size = libc_usable(p);
             // SAFETY: both blocks are live and distinct; copy what fits.
@@ -315,7 +358,7 @@ pub unsafe fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
         return p;
     }
     let new = if use_collector(me) {
-        collector_malloc(me, size)
+        collector_malloc(me, size, Contents::Any)
     } else {
         libc_counted();
         // SAFETY: plain call into glibc's allocator.
@@ -432,6 +475,9 @@ pub unsafe fn usable_size(p: *mut c_void) -> usize {
     }
     if let Some(class) = small::class_of_block(p) {
         return small::block_size(class);
+    }
+    if let Some(class) = large::class_of_block(p) {
+        return large::block_size(class);
     }
     let base = collector_base(p);
     if base.is_null() {

@@ -15,7 +15,7 @@ use core::ptr;
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use crate::sys::gc;
-use crate::{real, signals, small, stats, threads, tls};
+use crate::{large, real, signals, small, stats, threads, tls};
 
 const UNINITIALIZED: u8 = 0;
 const INITIALIZING: u8 = 1;
@@ -119,6 +119,9 @@ pub fn initialize() {
         LEARNING.store(LEARN_NOTHING, Ordering::Relaxed);
     });
     small::reserve_region();
+    if large::collector_supports_region() {
+        large::reserve_region();
+    }
     register_fork_handlers();
     signals::set_collector_signals(gc::suspend_signal(), gc::restart_signal());
     threads::create_exit_key();
@@ -126,14 +129,16 @@ pub fn initialize() {
     STATE.store(READY, Ordering::Release);
 }
 
-/// The small-block allocator's locks must not be held across `fork`.
+/// The region allocators' locks must not be held across `fork`.
 /// Registered after GC_init, so these prepare handlers run before libgc's
 /// (which take its lock) and the child handlers after libgc's.
 fn register_fork_handlers() {
     extern "C" fn prepare() {
         small::lock_all_for_fork();
+        large::lock_all_for_fork();
     }
     extern "C" fn after() {
+        large::unlock_all_after_fork();
         small::unlock_all_after_fork();
     }
     // SAFETY: three valid handlers with the C ABI and no arguments.

@@ -19,11 +19,13 @@
 //! When the range cannot be reserved or is used up, small blocks come from
 //! libgc like the others.
 
-use core::cell::{Cell, UnsafeCell};
+use core::cell::Cell;
 use core::ffi::c_void;
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
+use crate::address_space;
+use crate::spin::SpinLocked;
 use crate::sys::gc;
 
 /// The largest size served from the region.
@@ -65,19 +67,8 @@ pub fn class_of(size: usize) -> usize {
 
 /// Reserves the region; called once during initialization, after GC_init.
 pub fn reserve_region() {
-    // SAFETY: an anonymous reservation with no access: it touches no memory.
-    let base = unsafe {
-        libc::mmap(
-            ptr::null_mut(),
-            REGION_SIZE,
-            libc::PROT_NONE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        )
-    };
-    if base != libc::MAP_FAILED {
-        REGION_BASE.store(base as usize, Ordering::Release);
+    if let Some(base) = address_space::reserve(REGION_SIZE) {
+        REGION_BASE.store(base, Ordering::Release);
     }
 }
 
@@ -98,56 +89,6 @@ pub fn class_of_block(p: *mut c_void) -> Option<usize> {
 /// The usable size of blocks of `class`.
 pub fn block_size(class: usize) -> usize {
     (class + 1) * GRANULE
-}
-
-/// A spin lock around a central list: held for a few dozen pointer moves.
-struct SpinLocked<T> {
-    locked: AtomicBool,
-    value: UnsafeCell<T>,
-}
-
-// SAFETY: the value is only reached through `with`, which holds the lock.
-unsafe impl<T> Sync for SpinLocked<T> {}
-
-impl<T> SpinLocked<T> {
-    const fn new(value: T) -> Self {
-        SpinLocked {
-            locked: AtomicBool::new(false),
-            value: UnsafeCell::new(value),
-        }
-    }
-
-    fn lock(&self) {
-        let mut spins = 0u32;
-        while self
-            .locked
-            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            while self.locked.load(Ordering::Relaxed) {
-                spins += 1;
-                if spins % 64 == 0 {
-                    // The holder may be descheduled (more threads than cores).
-                    // SAFETY: sched_yield has no preconditions.
-                    unsafe { libc::sched_yield() };
-                } else {
-                    core::hint::spin_loop();
-                }
-            }
-        }
-    }
-
-    fn unlock(&self) {
-        self.locked.store(false, Ordering::Release);
-    }
-
-    fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
-        self.lock();
-        // SAFETY: the lock gives this thread sole access until unlock.
-        let result = f(unsafe { &mut *self.value.get() });
-        self.unlock();
-        result
-    }
 }
 
 /// A class's shared state: free blocks, and the unused rest of its span.
@@ -200,15 +141,7 @@ fn new_span(class: usize) -> Option<(usize, usize)> {
             return None;
         }
         let start = base + index * SPAN_SIZE;
-        // SAFETY: the span lies inside the reserved region, untouched so far.
-        let rc = unsafe {
-            libc::mprotect(
-                start as *mut c_void,
-                SPAN_SIZE,
-                libc::PROT_READ | libc::PROT_WRITE,
-            )
-        };
-        if rc != 0 {
+        if !address_space::commit(start, SPAN_SIZE) {
             return None;
         }
         SPAN_CLASS[index].store(class as u8 + 1, Ordering::Release);

@@ -25,6 +25,10 @@ pub struct GcStackBase {
 /// `pthread_exit` and cancellation unwind through the shim's trampolines.
 pub type StartRoutine = unsafe extern "C-unwind" fn(*mut c_void) -> *mut c_void;
 
+/// libgc's hook for pushing roots of its own at each collection
+/// (`GC_push_other_roots_proc`).
+pub type PushHook = unsafe extern "C" fn();
+
 /// libgc's `GC_SUCCESS`.
 pub const GC_SUCCESS: c_int = 0;
 
@@ -85,6 +89,10 @@ libgc_weak_functions! {
     fn GC_enable();
     fn GC_get_suspend_signal() -> c_int;
     fn GC_get_thr_restart_signal() -> c_int;
+    fn GC_get_push_other_roots() -> Option<PushHook>;
+    fn GC_set_push_other_roots(hook: Option<PushHook>);
+    fn GC_push_all(bottom: *mut c_void, top: *mut c_void);
+    fn GC_push_all_eager(bottom: *mut c_void, top: *mut c_void);
 }
 
 /// glibc's own allocator, under the names glibc exports for interposers.
@@ -136,7 +144,7 @@ pub fn libgc_is_linked() -> bool {
 /// function is missing, so callers never dereference a null reference; the
 /// shim only calls them once `libgc_is_linked()` held at initialization.
 pub mod gc {
-    use super::{GcStackBase, StartRoutine};
+    use super::{GcStackBase, PushHook, StartRoutine};
     use core::ffi::{c_char, c_int, c_void};
     use core::ptr;
 
@@ -245,5 +253,36 @@ pub mod gc {
     }
     pub fn restart_signal() -> c_int {
         call!(GC_get_thr_restart_signal() or -1)
+    }
+    /// Whether libgc lets the shim push roots of its own at collections.
+    pub fn has_push_other_roots() -> bool {
+        gc_fn!(GC_get_push_other_roots).is_some()
+            && gc_fn!(GC_set_push_other_roots).is_some()
+            && gc_fn!(GC_push_all).is_some()
+            && gc_fn!(GC_push_all_eager).is_some()
+    }
+    /// The hook libgc runs at each collection to push roots it does not
+    /// know (thread stacks, by default).
+    pub fn push_other_roots() -> Option<PushHook> {
+        call!(GC_get_push_other_roots() or None)
+    }
+    /// Replaces that hook; the new one must run the one it replaces.
+    pub fn set_push_other_roots(hook: PushHook) {
+        call!(GC_set_push_other_roots(Some(hook)) or ())
+    }
+    /// Has the collector mark from `[start, end)` later in this collection.
+    ///
+    /// # Safety
+    /// Only from a push-other-roots hook; the range must stay readable
+    /// until the collection ends (the world is stopped meanwhile).
+    pub unsafe fn push_all(start: usize, end: usize) {
+        call!(GC_push_all(start as *mut c_void, end as *mut c_void) or ())
+    }
+    /// Marks from `[start, end)` at once (no mark-stack entry for the range).
+    ///
+    /// # Safety
+    /// As [`push_all`].
+    pub unsafe fn push_all_eager(start: usize, end: usize) {
+        call!(GC_push_all_eager(start as *mut c_void, end as *mut c_void) or ())
     }
 }

@@ -20,7 +20,8 @@
 
 static const char *const allocator_names[STASH_ALLOCATOR_COUNT] = {
     "malloc", "calloc", "realloc", "posix_memalign(64)", "posix_memalign(8192)",
-    "aligned_alloc", "memalign", "valloc", "strdup",
+    "aligned_alloc", "memalign", "valloc", "strdup", "malloc(1 KiB-6 MiB)",
+    "realloc(growing)",
 };
 
 /* The list of blocks per allocator: itself in malloc memory. */
@@ -30,6 +31,26 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 
 const char *stash_allocator_name(int allocator) {
     return allocator >= 0 && allocator < STASH_ALLOCATOR_COUNT ? allocator_names[allocator] : "?";
+}
+
+/* Large blocks: sizes across the classes, and now and then one of several
+ * MiB; `n` is how many the allocator has made. */
+static void *large_block(size_t n) {
+    static const size_t sizes[] = {1100, 3000, 20000, 300000, 1200000};
+    return malloc(n % 100 == 99 ? 6u << 20 : sizes[n % 5]);
+}
+
+/* A buffer grown step by step, as a growing string or array is; now and
+ * then to several MiB. */
+static void *growing_block(size_t n) {
+    size_t limit = n % 100 == 98 ? 9u << 20 : 6000;
+    char *b = malloc(16);
+    for (size_t size = 64; b != NULL && size <= limit; size *= 2) {
+        char *grown = realloc(b, size);
+        if (grown == NULL) { free(b); return NULL; }
+        b = grown;
+    }
+    return b;
 }
 
 static void *new_block(int allocator) {
@@ -44,6 +65,8 @@ static void *new_block(int allocator) {
     case STASH_MEMALIGN: return memalign(128, 40);
     case STASH_VALLOC: return valloc(40);
     case STASH_STRDUP: return strdup("a string long enough to hold a pointer");
+    case STASH_LARGE: return large_block(counts[allocator]);
+    case STASH_REALLOC_GROWING: return growing_block(counts[allocator]);
     }
     return NULL;
 }

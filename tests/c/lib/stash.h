@@ -16,6 +16,8 @@ enum stash_allocator {
     STASH_MEMALIGN,
     STASH_VALLOC,
     STASH_STRDUP,
+    STASH_LARGE,           /* malloc of 1,100 bytes to 6 MiB */
+    STASH_REALLOC_GROWING, /* a block grown by realloc, up to 9 MiB */
     STASH_ALLOCATOR_COUNT
 };
 

@@ -1,0 +1,134 @@
+//! Address space for the shim's regions: reserved once (no memory, no
+//! access), committed piece by piece as the allocator grows.
+//!
+//! The kernel checks `RLIMIT_AS` (`ulimit -v`) when address space is mapped,
+//! and a reservation is mapped once, at start-up; committing it later is
+//! not checked. So the shim applies the limit itself:
+//!
+//! - when a limit is set at start-up, nothing is reserved: every block then
+//!   comes from libgc, under the kernel's own check, as without the shim;
+//! - when a program sets a limit later, each commit from then on counts as
+//!   newly mapped memory, and one that would pass the limit fails as an
+//!   `mmap` would. The allocation falls back to libgc, which fails with
+//!   ENOMEM under the same limit.
+
+use core::ffi::c_void;
+use core::ptr;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+/// Bytes committed so far.
+static COMMITTED: AtomicUsize = AtomicUsize::new(0);
+/// The address-space limit the last commit saw (`RLIM_INFINITY` at first).
+static LIMIT_SEEN: AtomicU64 = AtomicU64::new(libc::RLIM_INFINITY);
+/// `COMMITTED` when that limit was first seen: commits since then count.
+static COMMITTED_BEFORE_LIMIT: AtomicUsize = AtomicUsize::new(0);
+
+/// Reserves `size` bytes of address space; returns its start. Reserves
+/// nothing under an address-space limit.
+pub fn reserve(size: usize) -> Option<usize> {
+    if address_limit().is_some() {
+        return None;
+    }
+    // SAFETY: an anonymous reservation with no access: it touches no memory.
+    let base = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            size,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    (base != libc::MAP_FAILED).then_some(base as usize)
+}
+
+/// Makes `[start, start + len)`, inside a reservation and not committed
+/// before, readable and writable (zero-filled on first touch).
+pub fn commit(start: usize, len: usize) -> bool {
+    if !within_address_limit(len) {
+        return false;
+    }
+    // SAFETY: the range lies in a reservation of ours that nothing uses yet.
+    let rc = unsafe {
+        libc::mprotect(
+            start as *mut c_void,
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+        )
+    };
+    if rc != 0 {
+        return false;
+    }
+    COMMITTED.fetch_add(len, Ordering::Relaxed);
+    true
+}
+
+/// The soft RLIMIT_AS, or `None` when there is none.
+fn address_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct it is given.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut limit) };
+    (rc == 0 && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
+}
+
+/// Whether committing `len` more bytes stays under RLIMIT_AS, counting
+/// what was committed since the limit was set as newly mapped.
+fn within_address_limit(len: usize) -> bool {
+    let Some(limit) = address_limit() else {
+        return true;
+    };
+    if LIMIT_SEEN.swap(limit, Ordering::Relaxed) != limit {
+        COMMITTED_BEFORE_LIMIT.store(COMMITTED.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+    let Some(mapped) = mapped_bytes() else {
+        return true;
+    };
+    let since_limit = COMMITTED
+        .load(Ordering::Relaxed)
+        .saturating_sub(COMMITTED_BEFORE_LIMIT.load(Ordering::Relaxed));
+    mapped.saturating_add(since_limit).saturating_add(len) as u64 <= limit
+}
+
+/// The process's mapped address space (VmSize), read from /proc/self/statm
+/// with plain system calls: no allocation.
+fn mapped_bytes() -> Option<usize> {
+    let mut buffer = [0u8; 64];
+    // SAFETY: a NUL-terminated path; the descriptor is closed below.
+    let fd = unsafe {
+        libc::open(
+            c"/proc/self/statm".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: reads at most the buffer's length into it.
+    let n = unsafe { libc::read(fd, buffer.as_mut_ptr().cast(), buffer.len()) };
+    // SAFETY: `fd` is ours.
+    unsafe { libc::close(fd) };
+    if n <= 0 {
+        return None;
+    }
+    let mut pages = 0usize;
+    for &byte in &buffer[..n as usize] {
+        match byte {
+            b'0'..=b'9' => {
+                pages = pages
+                    .checked_mul(10)?
+                    .checked_add(usize::from(byte - b'0'))?
+            }
+            _ => break,
+        }
+    }
+    // SAFETY: sysconf has no preconditions.
+    let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        n if n > 0 => n as usize,
+        _ => 4096,
+    };
+    pages.checked_mul(page)
+}

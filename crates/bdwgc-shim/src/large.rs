@@ -1,0 +1,419 @@
+//! Large blocks (above [`MAX_SMALL`], up to [`MAX_LARGE`]) without libgc's
+//! lock and without clearing them.
+//!
+//! glibc hands such blocks out in well under a microsecond and never touches
+//! their pages. `GC_malloc_uncollectable` takes libgc's lock, clears the whole
+//! block and counts it toward the next collection: 20-40 times slower. The
+//! shim keeps them in a second region of its own instead:
+//!
+//! - 60 size classes, four per doubling (1280 bytes to 32 MiB); a span (one
+//!   4 MiB unit, or several for blocks above 4 MiB) holds blocks of one
+//!   class, so a pointer's class is one table lookup;
+//! - a live bit per block. The collector scans live blocks only: the shim
+//!   pushes them from libgc's "push other roots" hook, which runs while the
+//!   world is stopped and reads nothing but atomics. A freed block is not
+//!   scanned, so it needs no clearing (a stale pointer in it keeps nothing
+//!   alive); a reused block holds what its last owner left, as with glibc,
+//!   and `calloc` clears it unless it is known to be zero;
+//! - a central free list per class under a spin lock;
+//! - blocks above 1 MiB go back to the kernel when freed (`MADV_DONTNEED`),
+//!   so they cost no memory while free and come back zero.
+//!
+//! When the region cannot be reserved or is used up, or libgc lacks the hook,
+//! large blocks come from libgc as before.
+
+use core::ffi::c_void;
+use core::ptr;
+use core::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+
+use crate::address_space;
+use crate::small::MAX_SMALL;
+use crate::spin::SpinLocked;
+use crate::sys::{gc, PushHook};
+
+/// The largest size served from the region; larger blocks come from libgc.
+pub const MAX_LARGE: usize = 256 << 20;
+const UNIT_SHIFT: u32 = 22;
+const UNIT: usize = 1 << UNIT_SHIFT;
+/// Reserved address space (not memory).
+const REGION_SIZE: usize = 64 << 30;
+const UNITS: usize = REGION_SIZE / UNIT;
+const CLASSES: usize = 72;
+const SMALLEST_BLOCK: usize = 1280;
+const MAX_BLOCKS_PER_SPAN: usize = UNIT / SMALLEST_BLOCK;
+const BITMAP_WORDS: usize = MAX_BLOCKS_PER_SPAN.div_ceil(64);
+/// Freed blocks larger than this are given back to the kernel.
+const RETURN_ABOVE: usize = 1 << 20;
+/// `UNIT_CLASS` of a unit that continues a multi-unit span.
+const CONTINUATION: u8 = u8::MAX;
+
+static REGION_BASE: AtomicUsize = AtomicUsize::new(0);
+/// Units handed out so far (all committed).
+static UNITS_USED: AtomicUsize = AtomicUsize::new(0);
+/// Per unit: its span's class plus one on a span's first unit,
+/// `CONTINUATION` on the others, 0 when unused.
+static UNIT_CLASS: [AtomicU8; UNITS] = [const { AtomicU8::new(0) }; UNITS];
+/// Per span (indexed by its first unit): one bit per block, set while the
+/// block is allocated. Read by the collector's hook with the world stopped.
+static LIVE: [[AtomicU64; BITMAP_WORDS]; UNITS] =
+    [const { [const { AtomicU64::new(0) }; BITMAP_WORDS] }; UNITS];
+
+/// The class of a request of `size` bytes, `MAX_SMALL < size <= MAX_LARGE`.
+#[inline(always)]
+pub fn class_of(size: usize) -> usize {
+    debug_assert!(size > MAX_SMALL && size <= MAX_LARGE);
+    let s = size - 1;
+    let log = (usize::BITS - 1 - s.leading_zeros()) as usize;
+    (log - 10) * 4 + ((s >> (log - 2)) & 3)
+}
+
+/// The usable size of blocks of `class`.
+#[inline(always)]
+pub fn block_size(class: usize) -> usize {
+    let log = 10 + class / 4;
+    (1 << log) + (((class % 4) + 1) << (log - 2))
+}
+
+fn span_units(class: usize) -> usize {
+    block_size(class).div_ceil(UNIT)
+}
+
+fn blocks_per_span(class: usize) -> usize {
+    span_units(class) * UNIT / block_size(class)
+}
+
+/// Whether libgc offers what the region needs: its root-pushing hook.
+pub fn collector_supports_region() -> bool {
+    gc::has_push_other_roots()
+}
+
+/// Reserves the region and hooks its scanning into libgc; called once
+/// during initialization, after GC_init, with libgc's hook available.
+pub fn reserve_region() {
+    if let Some(base) = address_space::reserve(REGION_SIZE) {
+        install_push_hook();
+        REGION_BASE.store(base, Ordering::Release);
+    }
+}
+
+/// The class of the large block that starts at `p`, or `None` when `p` is
+/// not the start of a block of the region.
+#[inline(always)]
+pub fn class_of_block(p: *mut c_void) -> Option<usize> {
+    let offset = (p as usize).wrapping_sub(REGION_BASE.load(Ordering::Relaxed));
+    if offset >= REGION_SIZE {
+        return None;
+    }
+    let class = match UNIT_CLASS[offset >> UNIT_SHIFT].load(Ordering::Relaxed) {
+        0 | CONTINUATION => return None,
+        class_plus_one => usize::from(class_plus_one) - 1,
+    };
+    ((offset & (UNIT - 1)) % block_size(class) == 0).then_some(class)
+}
+
+/// Where the block at `p` sits: its span's first unit and its index there.
+fn position(p: usize, class: usize) -> (usize, usize) {
+    let offset = p - REGION_BASE.load(Ordering::Relaxed);
+    let unit = offset >> UNIT_SHIFT;
+    (unit, (offset & (UNIT - 1)) / block_size(class))
+}
+
+fn set_live(p: usize, class: usize, live: bool) {
+    let (unit, index) = position(p, class);
+    let word = &LIVE[unit][index / 64];
+    let bit = 1u64 << (index % 64);
+    if live {
+        word.fetch_or(bit, Ordering::Release);
+    } else {
+        word.fetch_and(!bit, Ordering::Release);
+    }
+}
+
+/// A class's free blocks (linked through their first word) and the unused
+/// rest of its newest span.
+struct Central {
+    free: *mut c_void,
+    carve_next: usize,
+    carve_end: usize,
+}
+
+// SAFETY: only reached under its SpinLocked.
+unsafe impl Send for Central {}
+
+static CENTRAL: [SpinLocked<Central>; CLASSES] = [const {
+    SpinLocked::new(Central {
+        free: ptr::null_mut(),
+        carve_next: 0,
+        carve_end: 0,
+    })
+}; CLASSES];
+
+/// Serializes span creation.
+static SPAN_LOCK: SpinLocked<()> = SpinLocked::new(());
+
+pub fn lock_all_for_fork() {
+    SPAN_LOCK.lock();
+    for central in &CENTRAL {
+        central.lock();
+    }
+}
+
+pub fn unlock_all_after_fork() {
+    for central in &CENTRAL {
+        central.unlock();
+    }
+    SPAN_LOCK.unlock();
+}
+
+fn mark_continuation(units: core::ops::Range<usize>) {
+    for class in &UNIT_CLASS[units] {
+        class.store(CONTINUATION, Ordering::Relaxed);
+    }
+}
+
+/// Commits a new span for `class`; returns its address range.
+fn new_span(class: usize) -> Option<(usize, usize)> {
+    let base = REGION_BASE.load(Ordering::Acquire);
+    if base == 0 {
+        return None;
+    }
+    let units = span_units(class);
+    SPAN_LOCK.with(|_| {
+        let first = UNITS_USED.load(Ordering::Relaxed);
+        if first + units > UNITS {
+            return None;
+        }
+        let start = base + first * UNIT;
+        if !address_space::commit(start, units * UNIT) {
+            return None;
+        }
+        mark_continuation(first + 1..first + units);
+        UNIT_CLASS[first].store(class as u8 + 1, Ordering::Release);
+        UNITS_USED.store(first + units, Ordering::Release);
+        Some((start, start + blocks_per_span(class) * block_size(class)))
+    })
+}
+
+/// Grows the block at `p` of `class` in place to hold `size` bytes, when
+/// it fills the newest span alone (a buffer that keeps growing while
+/// nothing else large is allocated): commits the units after it, as glibc
+/// grows a block at the top of its heap. Returns whether it grew.
+///
+/// # Safety
+/// `p` must be a live block of `class`, owned by the caller.
+pub unsafe fn grow_in_place(p: *mut c_void, class: usize, size: usize) -> bool {
+    if size > MAX_LARGE || blocks_per_span(class) != 1 {
+        return false;
+    }
+    let new_class = class_of(size);
+    if blocks_per_span(new_class) != 1 {
+        return false;
+    }
+    let (head, _) = position(p as usize, class);
+    let (units, new_units) = (span_units(class), span_units(new_class));
+    SPAN_LOCK.with(|_| {
+        if head + units != UNITS_USED.load(Ordering::Relaxed) || head + new_units > UNITS {
+            return false;
+        }
+        if new_units > units {
+            let base = REGION_BASE.load(Ordering::Relaxed);
+            if !address_space::commit(base + (head + units) * UNIT, (new_units - units) * UNIT) {
+                return false;
+            }
+            mark_continuation(head + units..head + new_units);
+        }
+        // The collector's hook sees the old size or the new one; both lie in
+        // committed memory, and the new part holds nothing yet. The old
+        // class's carving range still ends at the old block: it carves
+        // nothing more from this span.
+        UNIT_CLASS[head].store(new_class as u8 + 1, Ordering::Release);
+        UNITS_USED.store(head + new_units, Ordering::Release);
+        true
+    })
+}
+
+/// A block of `class`, and whether it is known to be all zero; `None` when
+/// the region cannot serve it.
+pub fn allocate(class: usize) -> Option<(*mut c_void, bool)> {
+    let size = block_size(class);
+    let taken = CENTRAL[class].with(|central| take(central, size));
+    let (p, zeroed) = match taken {
+        Some(block) => block,
+        None => {
+            let (start, end) = new_span(class)?;
+            CENTRAL[class].with(|central| {
+                // Another thread may have added a span meanwhile: keep the
+                // rest of it on the free list rather than lose it.
+                retire_carve(central, size);
+                central.carve_next = start;
+                central.carve_end = end;
+                take(central, size)
+            })?
+        }
+    };
+    set_live(p as usize, class, true);
+    Some((p, zeroed))
+}
+
+fn take(central: &mut Central, size: usize) -> Option<(*mut c_void, bool)> {
+    let block = central.free;
+    if !block.is_null() {
+        // SAFETY: free blocks link through their first word; the block is
+        // ours now, and its link is cleared.
+        unsafe {
+            central.free = block.cast::<*mut c_void>().read();
+            block.cast::<*mut c_void>().write(ptr::null_mut());
+        }
+        // Blocks above RETURN_ABOVE were given back to the kernel when freed.
+        return Some((block, size > RETURN_ABOVE));
+    }
+    if central.carve_next + size <= central.carve_end {
+        let block = central.carve_next as *mut c_void;
+        central.carve_next += size;
+        // Never used: fresh pages, all zero.
+        return Some((block, true));
+    }
+    None
+}
+
+fn retire_carve(central: &mut Central, size: usize) {
+    while central.carve_next + size <= central.carve_end {
+        let block = central.carve_next as *mut c_void;
+        central.carve_next += size;
+        // SAFETY: a never-used block of committed region memory.
+        unsafe { block.cast::<*mut c_void>().write(central.free) };
+        central.free = block;
+    }
+}
+
+/// Takes back the large block `p` of `class`.
+///
+/// # Safety
+/// `p` must be a live block of `class` from [`allocate`], freed once.
+pub unsafe fn free(p: *mut c_void, class: usize) {
+    let size = block_size(class);
+    set_live(p as usize, class, false);
+    if size > RETURN_ABOVE {
+        // SAFETY: the block's pages are ours alone now; they read as zero
+        // when next touched.
+        unsafe { libc::madvise(p, size, libc::MADV_DONTNEED) };
+    }
+    CENTRAL[class].with(|central| {
+        // SAFETY: as above; its first word becomes the list link.
+        unsafe { p.cast::<*mut c_void>().write(central.free) };
+        central.free = p;
+    });
+}
+
+/// At most this many ranges go on libgc's mark stack, which aborts when
+/// pushed past its size; the rest are scanned on the spot.
+const LAZY_PUSH_LIMIT: usize = 128;
+
+/// The hook that was installed before ours (libgc's own pushes the thread
+/// stacks), as an address; 0 for none.
+static PREVIOUS_HOOK: AtomicUsize = AtomicUsize::new(0);
+
+fn install_push_hook() {
+    if let Some(previous) = gc::push_other_roots() {
+        PREVIOUS_HOOK.store(previous as usize, Ordering::Release);
+    }
+    gc::set_push_other_roots(push_live_blocks);
+}
+
+/// libgc's hook, run with the world stopped during each collection: runs
+/// the previous hook, then marks from every live block. Adjacent live
+/// blocks make one range.
+unsafe extern "C" fn push_live_blocks() {
+    let previous = PREVIOUS_HOOK.load(Ordering::Acquire);
+    if previous != 0 {
+        // SAFETY: the address was read from GC_get_push_other_roots, a hook
+        // of this type; libgc runs ours where it ran that one.
+        unsafe { core::mem::transmute::<usize, PushHook>(previous)() };
+    }
+    let base = REGION_BASE.load(Ordering::Acquire);
+    let used = UNITS_USED.load(Ordering::Acquire);
+    let mut ranges = Ranges {
+        current: (0, 0),
+        pushed: 0,
+    };
+    for unit in 0..used {
+        let class = match UNIT_CLASS[unit].load(Ordering::Acquire) {
+            0 | CONTINUATION => continue,
+            class_plus_one => usize::from(class_plus_one) - 1,
+        };
+        let size = block_size(class);
+        let span = base + unit * UNIT;
+        let words = blocks_per_span(class).div_ceil(64);
+        for (w, word) in LIVE[unit].iter().enumerate().take(words) {
+            let mut bits = word.load(Ordering::Acquire);
+            while bits != 0 {
+                let index = w * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let start = span + index * size;
+                ranges.add(start, start + size);
+            }
+        }
+    }
+    ranges.flush();
+}
+
+/// Live blocks on their way to libgc, merged while adjacent.
+struct Ranges {
+    current: (usize, usize),
+    pushed: usize,
+}
+
+impl Ranges {
+    fn add(&mut self, start: usize, end: usize) {
+        if self.current.1 == start && start != 0 {
+            self.current.1 = end;
+        } else {
+            self.flush();
+            self.current = (start, end);
+        }
+    }
+
+    fn flush(&mut self) {
+        let (start, end) = self.current;
+        if start == end {
+            return;
+        }
+        self.current = (0, 0);
+        // SAFETY: called from the push hook only; live blocks stay mapped
+        // (the region is never unmapped) and nobody runs while the world is
+        // stopped.
+        unsafe {
+            if self.pushed < LAZY_PUSH_LIMIT {
+                self.pushed += 1;
+                gc::push_all(start, end);
+            } else {
+                gc::push_all_eager(start, end);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_cover_every_size_with_a_quarter_step() {
+        assert_eq!(class_of(MAX_SMALL + 1), 0);
+        assert_eq!(block_size(0), SMALLEST_BLOCK);
+        assert_eq!(class_of(MAX_LARGE), CLASSES - 1);
+        assert_eq!(block_size(CLASSES - 1), MAX_LARGE);
+        let mut size = MAX_SMALL + 1;
+        while size <= MAX_LARGE {
+            let class = class_of(size);
+            assert!(block_size(class) >= size, "{size}");
+            assert!(class == 0 || block_size(class - 1) < size, "{size}");
+            assert_eq!(block_size(class) % 256, 0);
+            size += 1 + size / 97;
+        }
+        for class in 0..CLASSES {
+            assert!(blocks_per_span(class) >= 1);
+            assert!(blocks_per_span(class) <= MAX_BLOCKS_PER_SPAN);
+        }
+    }
+}
