@@ -43,6 +43,23 @@ pub fn reserve(size: usize) -> Option<usize> {
     (base != libc::MAP_FAILED).then_some(base as usize)
 }
 
+/// Maps `size` bytes of zeroed memory for the shim's own tables (not
+/// counted as committed: tables are small and mapped before any limit).
+pub fn map_zeroed(size: usize) -> Option<*mut c_void> {
+    // SAFETY: a fresh anonymous mapping; it touches no existing memory.
+    let p = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    (p != libc::MAP_FAILED).then_some(p)
+}
+
 /// Makes `[start, start + len)`, inside a reservation and not committed
 /// before, readable and writable (zero-filled on first touch).
 pub fn commit(start: usize, len: usize) -> bool {

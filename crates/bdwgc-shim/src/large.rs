@@ -24,7 +24,7 @@
 
 use core::ffi::c_void;
 use core::ptr;
-use core::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use crate::address_space;
 use crate::small::MAX_SMALL;
@@ -55,8 +55,19 @@ static UNITS_USED: AtomicUsize = AtomicUsize::new(0);
 static UNIT_CLASS: [AtomicU8; UNITS] = [const { AtomicU8::new(0) }; UNITS];
 /// Per span (indexed by its first unit): one bit per block, set while the
 /// block is allocated. Read by the collector's hook with the world stopped.
-static LIVE: [[AtomicU64; BITMAP_WORDS]; UNITS] =
-    [const { [const { AtomicU64::new(0) }; BITMAP_WORDS] }; UNITS];
+/// Mapped at start-up (7 MiB, touched only where used) rather than static:
+/// libgc scans a library's static data at every collection.
+static LIVE: AtomicPtr<LiveBits> = AtomicPtr::new(ptr::null_mut());
+type LiveBits = [AtomicU64; BITMAP_WORDS];
+
+/// The live bits of the span whose first unit is `unit`.
+fn live_bits(unit: usize) -> &'static LiveBits {
+    debug_assert!(unit < UNITS);
+    // SAFETY: LIVE is set before the region is published and maps UNITS
+    // zero-initialized entries for the life of the process; atomics may be
+    // shared.
+    unsafe { &*LIVE.load(Ordering::Relaxed).add(unit) }
+}
 
 /// The class of a request of `size` bytes, `MAX_SMALL < size <= MAX_LARGE`.
 #[inline(always)]
@@ -90,6 +101,10 @@ pub fn collector_supports_region() -> bool {
 /// Reserves the region and hooks its scanning into libgc; called once
 /// during initialization, after GC_init, with libgc's hook available.
 pub fn reserve_region() {
+    let Some(live) = address_space::map_zeroed(UNITS * core::mem::size_of::<LiveBits>()) else {
+        return;
+    };
+    LIVE.store(live.cast(), Ordering::Release);
     if let Some(base) = address_space::reserve(REGION_SIZE) {
         install_push_hook();
         REGION_BASE.store(base, Ordering::Release);
@@ -120,7 +135,7 @@ fn position(p: usize, class: usize) -> (usize, usize) {
 
 fn set_live(p: usize, class: usize, live: bool) {
     let (unit, index) = position(p, class);
-    let word = &LIVE[unit][index / 64];
+    let word = &live_bits(unit)[index / 64];
     let bit = 1u64 << (index % 64);
     if live {
         word.fetch_or(bit, Ordering::Release);
@@ -344,7 +359,7 @@ unsafe extern "C" fn push_live_blocks() {
         let size = block_size(class);
         let span = base + unit * UNIT;
         let words = blocks_per_span(class).div_ceil(64);
-        for (w, word) in LIVE[unit].iter().enumerate().take(words) {
+        for (w, word) in live_bits(unit).iter().enumerate().take(words) {
             let mut bits = word.load(Ordering::Acquire);
             while bits != 0 {
                 let index = w * 64 + bits.trailing_zeros() as usize;
