@@ -351,8 +351,8 @@ unsafe extern "C" fn push_live_blocks() {
         current: (0, 0),
         pushed: 0,
     };
-    for unit in 0..used {
-        let class = match UNIT_CLASS[unit].load(Ordering::Acquire) {
+    for (unit, unit_class) in UNIT_CLASS.iter().enumerate().take(used) {
+        let class = match unit_class.load(Ordering::Acquire) {
             0 | CONTINUATION => continue,
             class_plus_one => usize::from(class_plus_one) - 1,
         };
