@@ -27,8 +27,8 @@ use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use crate::address_space;
+use crate::central::{Central, CentralLists};
 use crate::small::MAX_SMALL;
-use crate::spin::SpinLocked;
 use crate::sys::{gc, PushHook};
 
 /// The largest size served from the region; larger blocks come from libgc.
@@ -144,40 +144,14 @@ fn set_live(p: usize, class: usize, live: bool) {
     }
 }
 
-/// A class's free blocks (linked through their first word) and the unused
-/// rest of its newest span.
-struct Central {
-    free: *mut c_void,
-    carve_next: usize,
-    carve_end: usize,
-}
-
-// SAFETY: only reached under its SpinLocked.
-unsafe impl Send for Central {}
-
-static CENTRAL: [SpinLocked<Central>; CLASSES] = [const {
-    SpinLocked::new(Central {
-        free: ptr::null_mut(),
-        carve_next: 0,
-        carve_end: 0,
-    })
-}; CLASSES];
-
-/// Serializes span creation.
-static SPAN_LOCK: SpinLocked<()> = SpinLocked::new(());
+static LISTS: CentralLists<CLASSES> = CentralLists::new();
 
 pub fn lock_all_for_fork() {
-    SPAN_LOCK.lock();
-    for central in &CENTRAL {
-        central.lock();
-    }
+    LISTS.lock_all_for_fork();
 }
 
 pub fn unlock_all_after_fork() {
-    for central in &CENTRAL {
-        central.unlock();
-    }
-    SPAN_LOCK.unlock();
+    LISTS.unlock_all_after_fork();
 }
 
 fn mark_continuation(units: core::ops::Range<usize>) {
@@ -193,7 +167,7 @@ fn new_span(class: usize) -> Option<(usize, usize)> {
         return None;
     }
     let units = span_units(class);
-    SPAN_LOCK.with(|_| {
+    LISTS.span_lock.with(|_| {
         let first = UNITS_USED.load(Ordering::Relaxed);
         if first + units > UNITS {
             return None;
@@ -226,7 +200,7 @@ pub unsafe fn grow_in_place(p: *mut c_void, class: usize, size: usize) -> bool {
     }
     let (head, _) = position(p as usize, class);
     let (units, new_units) = (span_units(class), span_units(new_class));
-    SPAN_LOCK.with(|_| {
+    LISTS.span_lock.with(|_| {
         if head + units != UNITS_USED.load(Ordering::Relaxed) || head + new_units > UNITS {
             return false;
         }
@@ -251,15 +225,15 @@ pub unsafe fn grow_in_place(p: *mut c_void, class: usize, size: usize) -> bool {
 /// the region cannot serve it.
 pub fn allocate(class: usize) -> Option<(*mut c_void, bool)> {
     let size = block_size(class);
-    let taken = CENTRAL[class].with(|central| take(central, size));
+    let taken = LISTS.classes[class].with(|central| take(central, size));
     let (p, zeroed) = match taken {
         Some(block) => block,
         None => {
             let (start, end) = new_span(class)?;
-            CENTRAL[class].with(|central| {
+            LISTS.classes[class].with(|central| {
                 // Another thread may have added a span meanwhile: keep the
                 // rest of it on the free list rather than lose it.
-                retire_carve(central, size);
+                central.retire_carve(size);
                 central.carve_next = start;
                 central.carve_end = end;
                 take(central, size)
@@ -291,16 +265,6 @@ fn take(central: &mut Central, size: usize) -> Option<(*mut c_void, bool)> {
     None
 }
 
-fn retire_carve(central: &mut Central, size: usize) {
-    while central.carve_next + size <= central.carve_end {
-        let block = central.carve_next as *mut c_void;
-        central.carve_next += size;
-        // SAFETY: a never-used block of committed region memory.
-        unsafe { block.cast::<*mut c_void>().write(central.free) };
-        central.free = block;
-    }
-}
-
 /// Takes back the large block `p` of `class`.
 ///
 /// # Safety
@@ -313,7 +277,7 @@ pub unsafe fn free(p: *mut c_void, class: usize) {
         // when next touched.
         unsafe { libc::madvise(p, size, libc::MADV_DONTNEED) };
     }
-    CENTRAL[class].with(|central| {
+    LISTS.classes[class].with(|central| {
         // SAFETY: as above; its first word becomes the list link.
         unsafe { p.cast::<*mut c_void>().write(central.free) };
         central.free = p;

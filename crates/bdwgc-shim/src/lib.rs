@@ -47,8 +47,11 @@
 //! Blocks up to 1024 bytes come from the shim's own region (registered with
 //! libgc as a root) through per-thread caches, without libgc's lock: a
 //! malloc/free churn measured 1.2x-1.5x glibc's time at 1 to 8 threads.
-//! Larger blocks take libgc's allocation lock on every call. The region
-//! reserves 4 GiB of address space and never returns memory to the system. malloc
+//! Blocks up to 256 MiB come from a second region whose live blocks the shim
+//! pushes to libgc at each collection (freed ones are not scanned); larger
+//! and over-aligned blocks take libgc's allocation lock. The regions reserve
+//! 4 GiB and 64 GiB of address space; small-block memory is never returned
+//! to the system, large blocks above 1 MiB are when freed. malloc
 //! memory is scanned at every collection, and starting a thread costs one
 //! extra `pthread_getattr_np`. Memory glibc handed out before the collector
 //! was initialized stays unscanned until it is reallocated. Threads started
@@ -65,6 +68,8 @@ mod address_space;
 mod alloc;
 #[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
 pub mod api;
+#[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+mod central;
 #[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
 mod dlopen;
 #[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]

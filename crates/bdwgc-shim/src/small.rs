@@ -25,7 +25,7 @@ use core::ptr;
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use crate::address_space;
-use crate::spin::SpinLocked;
+use crate::central::{Central, CentralLists};
 use crate::sys::gc;
 
 /// The largest size served from the region.
@@ -91,41 +91,14 @@ pub fn block_size(class: usize) -> usize {
     (class + 1) * GRANULE
 }
 
-/// A class's shared state: free blocks, and the unused rest of its span.
-struct Central {
-    free: *mut c_void,
-    carve_next: usize,
-    carve_end: usize,
-}
+static LISTS: CentralLists<CLASSES> = CentralLists::new();
 
-// SAFETY: only reached under its SpinLocked.
-unsafe impl Send for Central {}
-
-static CENTRAL: [SpinLocked<Central>; CLASSES] = [const {
-    SpinLocked::new(Central {
-        free: ptr::null_mut(),
-        carve_next: 0,
-        carve_end: 0,
-    })
-}; CLASSES];
-
-/// Serializes span creation (commit and root registration).
-static SPAN_LOCK: SpinLocked<()> = SpinLocked::new(());
-
-/// Takes every lock before `fork`, so the child finds none held by a thread
-/// that does not exist there; released again in both processes.
 pub fn lock_all_for_fork() {
-    SPAN_LOCK.lock();
-    for central in &CENTRAL {
-        central.lock();
-    }
+    LISTS.lock_all_for_fork();
 }
 
 pub fn unlock_all_after_fork() {
-    for central in &CENTRAL {
-        central.unlock();
-    }
-    SPAN_LOCK.unlock();
+    LISTS.unlock_all_after_fork();
 }
 
 /// Commits a new span for `class` and registers it as a root; returns its
@@ -135,7 +108,7 @@ fn new_span(class: usize) -> Option<(usize, usize)> {
     if base == 0 {
         return None;
     }
-    SPAN_LOCK.with(|_| {
+    LISTS.span_lock.with(|_| {
         let index = SPANS_USED.load(Ordering::Relaxed);
         if index >= MAX_SPANS {
             return None;
@@ -219,7 +192,7 @@ impl ThreadCache {
                 moved += 1;
             }
             self.heads[class].set(last.cast::<*mut c_void>().read());
-            CENTRAL[class].with(|central| {
+            LISTS.classes[class].with(|central| {
                 last.cast::<*mut c_void>().write(central.free);
                 central.free = first;
             });
@@ -233,16 +206,16 @@ impl ThreadCache {
     fn refill(&self, class: usize) -> *mut c_void {
         let size = block_size(class);
         let n = batch(class);
-        let mut taken = CENTRAL[class].with(|central| take_batch(central, size, n));
+        let mut taken = LISTS.classes[class].with(|central| take_batch(central, size, n));
         if taken.0.is_null() {
             let (start, end) = match new_span(class) {
                 Some(span) => span,
                 None => return ptr::null_mut(),
             };
-            taken = CENTRAL[class].with(|central| {
+            taken = LISTS.classes[class].with(|central| {
                 // Another thread may have refilled meanwhile: keep its rest
                 // of span in the free list rather than lose it.
-                retire_carve(central, size);
+                central.retire_carve(size);
                 central.carve_next = start;
                 central.carve_end = end;
                 take_batch(central, size, n)
@@ -278,7 +251,7 @@ impl ThreadCache {
 pub unsafe fn free_to_central(p: *mut c_void, class: usize) {
     // SAFETY: the caller's block, `block_size(class)` bytes.
     unsafe { ptr::write_bytes(p.cast::<u8>(), 0, block_size(class)) };
-    CENTRAL[class].with(|central| {
+    LISTS.classes[class].with(|central| {
         // SAFETY: as above; its first word becomes the list link.
         unsafe { p.cast::<*mut c_void>().write(central.free) };
         central.free = p;
@@ -314,15 +287,4 @@ fn take_batch(central: &mut Central, size: usize, batch: u16) -> (*mut c_void, u
         count += 1;
     }
     (head, count)
-}
-
-/// Puts the unused rest of `central`'s span on its free list.
-fn retire_carve(central: &mut Central, size: usize) {
-    while central.carve_next + size <= central.carve_end {
-        let block = central.carve_next as *mut c_void;
-        central.carve_next += size;
-        // SAFETY: a never-used block of committed region memory.
-        unsafe { block.cast::<*mut c_void>().write(central.free) };
-        central.free = block;
-    }
 }
