@@ -48,7 +48,9 @@ static void check_and_free(block *b) {
 
 static block *new_block(unsigned long *rng) {
     unsigned long r = next_random(rng);
-    size_t size = sizeof(block) + r % 300;
+    /* Mostly small blocks; one in 64 large (up to 1.5 MiB), from the shim's
+     * large-block region, reused after other threads freed them. */
+    size_t size = sizeof(block) + ((r >> 24) % 64 == 0 ? r % (3u << 19) : r % 300);
     block *b = NULL;
     switch ((r >> 16) % 6) {
     case 0: case 1: b = malloc(size); break;
