@@ -29,35 +29,39 @@ pub fn reserve(size: usize) -> Option<usize> {
     if address_limit().is_some() {
         return None;
     }
-    // SAFETY: an anonymous reservation with no access: it touches no memory.
-    let base = unsafe {
-        libc::mmap(
-            ptr::null_mut(),
-            size,
-            libc::PROT_NONE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        )
-    };
-    (base != libc::MAP_FAILED).then_some(base as usize)
+    map_anonymous(size, libc::PROT_NONE).map(|base| base as usize)
 }
 
 /// Maps `size` bytes of zeroed memory for the shim's own tables (not
 /// counted as committed: tables are small and mapped before any limit).
 pub fn map_zeroed(size: usize) -> Option<*mut c_void> {
-    // SAFETY: a fresh anonymous mapping; it touches no existing memory.
+    map_anonymous(size, libc::PROT_READ | libc::PROT_WRITE)
+}
+
+/// A fresh private anonymous mapping without swap reservation.
+fn map_anonymous(size: usize, protection: i32) -> Option<*mut c_void> {
+    // SAFETY: a new mapping at an address of the kernel's choice; it touches
+    // no existing memory.
     let p = unsafe {
         libc::mmap(
             ptr::null_mut(),
             size,
-            libc::PROT_READ | libc::PROT_WRITE,
+            protection,
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
             -1,
             0,
         )
     };
     (p != libc::MAP_FAILED).then_some(p)
+}
+
+/// The offset of `p` in the region of `size` bytes starting at `base`, or
+/// `None` when `p` lies outside it (or the region was never reserved).
+#[inline(always)]
+pub fn offset_in(base: &AtomicUsize, size: usize, p: *mut c_void) -> Option<usize> {
+    let base = base.load(Ordering::Relaxed);
+    let offset = (p as usize).wrapping_sub(base);
+    (base != 0 && offset < size).then_some(offset)
 }
 
 /// Makes `[start, start + len)`, inside a reservation and not committed
@@ -142,10 +146,13 @@ fn mapped_bytes() -> Option<usize> {
             _ => break,
         }
     }
+    pages.checked_mul(page_size())
+}
+
+pub fn page_size() -> usize {
     // SAFETY: sysconf has no preconditions.
-    let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+    match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
         n if n > 0 => n as usize,
         _ => 4096,
-    };
-    pages.checked_mul(page)
+    }
 }

@@ -5,7 +5,7 @@
 //!
 //! - blocks up to 1024 bytes: the shim's small-block region
 //!   ([`crate::small`]), known by a range check;
-//! - blocks up to 32 MiB: the shim's large-block region ([`crate::large`]),
+//! - blocks up to 256 MiB: the shim's large-block region ([`crate::large`]),
 //!   known the same way;
 //! - larger or aligned blocks: `GC_malloc_uncollectable`, known by `GC_base`
 //!   (no lock, any address), which also maps an aligned pointer inside a
@@ -26,7 +26,7 @@ use crate::large::{self, MAX_LARGE};
 use crate::small::{self, MAX_SMALL};
 use crate::sys::{gc, glibc};
 use crate::tls::{self, ThreadState, MODE_COLLECTOR};
-use crate::{init, real, stats, threads};
+use crate::{address_space, init, real, stats, threads};
 
 /// glibc's malloc alignment on 64-bit targets; libgc's granule is the same.
 const MALLOC_ALIGNMENT: usize = 16;
@@ -300,15 +300,8 @@ pub unsafe fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
         if size <= usable && size > usable - 16 {
             return p;
         }
-        let new = malloc(size);
-        if !new.is_null() {
-            // SAFETY: both blocks are live and distinct; then `p` is freed once.
-            unsafe {
-                ptr::copy_nonoverlapping(p.cast::<u8>(), new.cast::<u8>(), usable.min(size));
-                free_small(me, p, class);
-            }
-        }
-        return new;
+        // SAFETY: a live region block of `usable` bytes (caller's contract).
+        return unsafe { move_to_new_block(p, usable, size, |p| free_small(me, p, class)) };
     }
     if let Some(class) = large::class_of_block(p) {
         let usable = large::block_size(class);
@@ -319,15 +312,8 @@ pub unsafe fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
         if size > usable && unsafe { large::grow_in_place(p, class, size) } {
             return p;
         }
-        let new = malloc(size);
-        if !new.is_null() {
-            // SAFETY: both blocks are live and distinct; then `p` is freed once.
-            unsafe {
-                ptr::copy_nonoverlapping(p.cast::<u8>(), new.cast::<u8>(), usable.min(size));
-                large::free(p, class);
-            }
-        }
-        return new;
+        // SAFETY: a live large block of `usable` bytes (caller's contract).
+        return unsafe { move_to_new_block(p, usable, size, |p| large::free(p, class)) };
     }
     let base = collector_base(p);
     if base.is_null() {
@@ -368,6 +354,26 @@ pub unsafe fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
         // SAFETY: both blocks are live and distinct; copy what fits.
         unsafe { ptr::copy_nonoverlapping(p.cast::<u8>(), new.cast::<u8>(), usable.min(size)) };
         free_collector_block(me, base);
+    }
+    new
+}
+
+/// realloc by moving: a new block of `size` bytes gets what fits of the
+/// `usable` bytes at `p`, and `p` is then freed with `free_old`.
+///
+/// # Safety
+/// `p` must be a live block of `usable` bytes that `free_old` frees once.
+unsafe fn move_to_new_block(
+    p: *mut c_void,
+    usable: usize,
+    size: usize,
+    free_old: impl FnOnce(*mut c_void),
+) -> *mut c_void {
+    let new = malloc(size);
+    if !new.is_null() {
+        // SAFETY: both blocks are live and distinct; then `p` is freed once.
+        unsafe { ptr::copy_nonoverlapping(p.cast::<u8>(), new.cast::<u8>(), usable.min(size)) };
+        free_old(p);
     }
     new
 }
@@ -444,20 +450,12 @@ pub fn memalign(align: usize, size: usize) -> *mut c_void {
     aligned(align.next_power_of_two(), size)
 }
 
-fn page_size() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
-        n if n > 0 => n as usize,
-        _ => 4096,
-    }
-}
-
 pub fn valloc(size: usize) -> *mut c_void {
-    aligned(page_size(), size)
+    aligned(address_space::page_size(), size)
 }
 
 pub fn pvalloc(size: usize) -> *mut c_void {
-    let page = page_size();
+    let page = address_space::page_size();
     match size.checked_add(page - 1) {
         Some(n) => aligned(page, (n & !(page - 1)).max(page)),
         None => {

@@ -101,24 +101,23 @@ pub fn collector_supports_region() -> bool {
 /// Reserves the region and hooks its scanning into libgc; called once
 /// during initialization, after GC_init, with libgc's hook available.
 pub fn reserve_region() {
+    let Some(base) = address_space::reserve(REGION_SIZE) else {
+        return;
+    };
+    // Without its table the region stays unpublished: address space only.
     let Some(live) = address_space::map_zeroed(UNITS * core::mem::size_of::<LiveBits>()) else {
         return;
     };
     LIVE.store(live.cast(), Ordering::Release);
-    if let Some(base) = address_space::reserve(REGION_SIZE) {
-        install_push_hook();
-        REGION_BASE.store(base, Ordering::Release);
-    }
+    install_push_hook();
+    REGION_BASE.store(base, Ordering::Release);
 }
 
 /// The class of the large block that starts at `p`, or `None` when `p` is
 /// not the start of a block of the region.
 #[inline(always)]
 pub fn class_of_block(p: *mut c_void) -> Option<usize> {
-    let offset = (p as usize).wrapping_sub(REGION_BASE.load(Ordering::Relaxed));
-    if offset >= REGION_SIZE {
-        return None;
-    }
+    let offset = address_space::offset_in(&REGION_BASE, REGION_SIZE, p)?;
     let class = match UNIT_CLASS[offset >> UNIT_SHIFT].load(Ordering::Relaxed) {
         0 | CONTINUATION => return None,
         class_plus_one => usize::from(class_plus_one) - 1,

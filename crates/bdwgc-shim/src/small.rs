@@ -76,10 +76,7 @@ pub fn reserve_region() {
 /// region.
 #[inline(always)]
 pub fn class_of_block(p: *mut c_void) -> Option<usize> {
-    let offset = (p as usize).wrapping_sub(REGION_BASE.load(Ordering::Relaxed));
-    if offset >= REGION_SIZE {
-        return None;
-    }
+    let offset = address_space::offset_in(&REGION_BASE, REGION_SIZE, p)?;
     match SPAN_CLASS[offset >> SPAN_SHIFT].load(Ordering::Relaxed) {
         0 => None,
         class_plus_one => Some(usize::from(class_plus_one) - 1),
