@@ -1,4 +1,4 @@
-/* GC objects referenced only from library malloc blocks of every size (16
+/* GC objects referenced only from library malloc blocks of every size (48
  * bytes to 6 MiB) stay alive while the blocks are allocated, and can be
  * collected once the blocks are freed: freed malloc memory keeps nothing
  * alive, even with the pointers still in it. */

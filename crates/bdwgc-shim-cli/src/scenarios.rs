@@ -243,7 +243,7 @@ pub fn all_scenarios() -> Vec<Scenario> {
             args: vec![],
             fails_without_shim: true,
             what:
-                "objects live while library blocks (16 B-6 MiB) hold them, collectable once freed",
+                "objects live while library blocks (48 B-6 MiB) hold them, collectable once freed",
             timeout: DEFAULT_TIMEOUT,
         },
         Scenario {
@@ -489,6 +489,22 @@ pub fn run_program(
     run_with_timeout(command, timeout)
 }
 
+/// Reads `pipe` to its end on a thread of its own; the text arrives on the
+/// returned channel.
+fn read_in_background<R: Read + Send + 'static>(
+    pipe: Option<R>,
+) -> std::sync::mpsc::Receiver<String> {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut bytes);
+        }
+        let _ = sender.send(String::from_utf8_lossy(&bytes).into_owned());
+    });
+    receiver
+}
+
 /// Runs `command` with its output captured, killing it after `timeout`.
 ///
 /// The program runs in a process group of its own, and the whole group is
@@ -513,29 +529,8 @@ pub fn run_with_timeout(mut command: Command, timeout: Duration) -> Result<Outco
         // the usual, harmless result.
         unsafe { libc::kill(-group, libc::SIGKILL) };
     };
-    let reader = |pipe: Option<Box<dyn Read + Send>>| {
-        let (sender, receiver) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_end(&mut bytes);
-            }
-            let _ = sender.send(String::from_utf8_lossy(&bytes).into_owned());
-        });
-        receiver
-    };
-    let stdout = reader(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let stderr = reader(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
+    let stdout = read_in_background(child.stdout.take());
+    let stderr = read_in_background(child.stderr.take());
     let ending = loop {
         match child.try_wait().map_err(|e| e.to_string())? {
             Some(status) => {

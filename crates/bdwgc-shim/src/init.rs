@@ -119,9 +119,7 @@ pub fn initialize() {
         LEARNING.store(LEARN_NOTHING, Ordering::Relaxed);
     });
     small::reserve_region();
-    if large::collector_supports_region() {
-        large::reserve_region();
-    }
+    large::reserve_region();
     register_fork_handlers();
     signals::set_collector_signals(gc::suspend_signal(), gc::restart_signal());
     threads::create_exit_key();

@@ -93,14 +93,13 @@ fn blocks_per_span(class: usize) -> usize {
     span_units(class) * UNIT / block_size(class)
 }
 
-/// Whether libgc offers what the region needs: its root-pushing hook.
-pub fn collector_supports_region() -> bool {
-    gc::has_push_other_roots()
-}
-
 /// Reserves the region and hooks its scanning into libgc; called once
-/// during initialization, after GC_init, with libgc's hook available.
+/// during initialization, after GC_init. Without libgc's root-pushing hook
+/// there is no region, and large blocks come from libgc.
 pub fn reserve_region() {
+    if !gc::has_push_other_roots() {
+        return;
+    }
     let Some(base) = address_space::reserve(REGION_SIZE) else {
         return;
     };
@@ -118,11 +117,18 @@ pub fn reserve_region() {
 #[inline(always)]
 pub fn class_of_block(p: *mut c_void) -> Option<usize> {
     let offset = address_space::offset_in(&REGION_BASE, REGION_SIZE, p)?;
-    let class = match UNIT_CLASS[offset >> UNIT_SHIFT].load(Ordering::Relaxed) {
-        0 | CONTINUATION => return None,
-        class_plus_one => usize::from(class_plus_one) - 1,
-    };
+    let class = span_class(&UNIT_CLASS[offset >> UNIT_SHIFT])?;
     ((offset & (UNIT - 1)) % block_size(class) == 0).then_some(class)
+}
+
+/// The class of the span that starts at a unit, from its `UNIT_CLASS`
+/// entry; `None` for unused and continuation units.
+#[inline(always)]
+fn span_class(entry: &AtomicU8) -> Option<usize> {
+    match entry.load(Ordering::Acquire) {
+        0 | CONTINUATION => None,
+        class_plus_one => Some(usize::from(class_plus_one) - 1),
+    }
 }
 
 /// Where the block at `p` sits: its span's first unit and its index there.
@@ -314,10 +320,9 @@ unsafe extern "C" fn push_live_blocks() {
         current: (0, 0),
         pushed: 0,
     };
-    for (unit, unit_class) in UNIT_CLASS.iter().enumerate().take(used) {
-        let class = match unit_class.load(Ordering::Acquire) {
-            0 | CONTINUATION => continue,
-            class_plus_one => usize::from(class_plus_one) - 1,
+    for (unit, entry) in UNIT_CLASS.iter().enumerate().take(used) {
+        let Some(class) = span_class(entry) else {
+            continue;
         };
         let size = block_size(class);
         let span = base + unit * UNIT;

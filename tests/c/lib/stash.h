@@ -17,7 +17,7 @@ enum stash_allocator {
     STASH_VALLOC,
     STASH_STRDUP,
     STASH_LARGE,           /* malloc of 1,100 bytes to 6 MiB */
-    STASH_REALLOC_GROWING, /* a block grown by realloc, up to 9 MiB */
+    STASH_REALLOC_GROWING, /* a block grown by realloc, now and then to 8 MiB */
     STASH_ALLOCATOR_COUNT
 };
 
