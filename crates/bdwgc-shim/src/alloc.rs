@@ -83,14 +83,47 @@ enum Contents {
     Zeroed,
 }
 
+/// The fast path of malloc and calloc: a block from this thread's cache,
+/// without a call, a lock or an atomic read-modify-write; null when the
+/// slow path must decide.
+#[inline(always)]
+fn cached_small_block(me: &ThreadState, size: usize, contents: Contents) -> *mut c_void {
+    if size > MAX_SMALL
+        || !small_cache_usable(me)
+        || !DEFERRED_FREES.load(Ordering::Relaxed).is_null()
+    {
+        return ptr::null_mut();
+    }
+    let class = small::class_of(size);
+    let p = me.cache.allocate(class);
+    if !p.is_null() {
+        if contents == Contents::Zeroed {
+            // SAFETY: a region block of `class`, ours.
+            unsafe { small::clear_block(p, class) };
+        }
+        stats::count_routed(me);
+    }
+    p
+}
+
+/// Whether this thread's block cache may be used now: the thread allocates
+/// from the collector (and so its exit destructor is armed to flush the
+/// cache) and is not inside libgc.
+#[inline(always)]
+fn small_cache_usable(me: &ThreadState) -> bool {
+    me.mode.get() == MODE_COLLECTOR && me.bypass.get() == 0
+}
+
 fn collector_malloc(me: &ThreadState, size: usize, contents: Contents) -> *mut c_void {
     release_deferred_frees();
     if size <= MAX_SMALL {
         let class = small::class_of(size);
-        let p = me.cache.allocate(class);
+        let p = me.cache.allocate_or_refill(class);
         if !p.is_null() {
-            // The cache now holds blocks: give them back when the thread ends.
-            threads::arm_exit_destructor(me);
+            if contents == Contents::Zeroed {
+                // SAFETY: a region block of `class`, ours.
+                unsafe { small::clear_block(p, class) };
+            }
             stats::count_routed(me);
             return p;
         }
@@ -178,8 +211,7 @@ fn defer_free(base: *mut c_void) {
 /// `p` must be a live region block of `class`, freed once.
 #[inline(always)]
 unsafe fn free_small(me: &ThreadState, p: *mut c_void, class: usize) {
-    if me.mode.get() == MODE_COLLECTOR && me.bypass.get() == 0 {
-        threads::arm_exit_destructor(me);
+    if small_cache_usable(me) {
         // SAFETY: caller's contract.
         unsafe { me.cache.free(p, class) };
     } else {
@@ -225,12 +257,22 @@ fn libc_usable(p: *mut c_void) -> usize {
     }
 }
 
+#[inline(always)]
 pub fn malloc(size: usize) -> *mut c_void {
+    let me = tls::current();
+    let p = cached_small_block(me, size, Contents::Any);
+    if !p.is_null() {
+        return p;
+    }
+    malloc_slow(me, size)
+}
+
+#[inline(never)]
+fn malloc_slow(me: &ThreadState, size: usize) -> *mut c_void {
     if size > MAX_REQUEST {
         set_errno(libc::ENOMEM);
         return ptr::null_mut();
     }
-    let me = tls::current();
     if use_collector(me) {
         return collector_malloc(me, size, Contents::Any);
     }
@@ -239,12 +281,24 @@ pub fn malloc(size: usize) -> *mut c_void {
     unsafe { glibc::malloc(size) }
 }
 
+#[inline(always)]
 pub fn calloc(count: usize, size: usize) -> *mut c_void {
+    let me = tls::current();
+    if let Some(total) = count.checked_mul(size) {
+        let p = cached_small_block(me, total, Contents::Zeroed);
+        if !p.is_null() {
+            return p;
+        }
+    }
+    calloc_slow(me, count, size)
+}
+
+#[inline(never)]
+fn calloc_slow(me: &ThreadState, count: usize, size: usize) -> *mut c_void {
     let Some(total) = count.checked_mul(size).filter(|&t| t <= MAX_REQUEST) else {
         set_errno(libc::ENOMEM);
         return ptr::null_mut();
     };
-    let me = tls::current();
     if use_collector(me) {
         return collector_malloc(me, total, Contents::Zeroed);
     }
@@ -255,10 +309,30 @@ pub fn calloc(count: usize, size: usize) -> *mut c_void {
 
 /// # Safety
 /// `p` must be null or a live pointer from this allocator family.
+#[inline(always)]
 pub unsafe fn free(p: *mut c_void) {
+    // The fast path: a small block into this thread's cache. Null is never
+    // in the region.
+    if let Some(class) = small::class_of_block(p) {
+        let me = tls::current();
+        if small_cache_usable(me) {
+            // SAFETY: a live region block (caller's contract).
+            unsafe { me.cache.free(p, class) };
+            return;
+        }
+    }
+    // SAFETY: caller's contract.
+    unsafe { free_slow(p) }
+}
+
+/// # Safety
+/// As [`free`].
+#[inline(never)]
+unsafe fn free_slow(p: *mut c_void) {
     if p.is_null() {
         return;
     }
+    // glibc's free leaves errno alone; madvise and libgc may not.
     let saved_errno = errno();
     if let Some(class) = small::class_of_block(p) {
         // SAFETY: a live region block (caller's contract).

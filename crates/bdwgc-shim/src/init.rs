@@ -15,7 +15,7 @@ use core::ptr;
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use crate::sys::gc;
-use crate::{large, real, signals, small, stats, threads, tls};
+use crate::{large, real, scan, signals, small, stats, threads, tls};
 
 const UNINITIALIZED: u8 = 0;
 const INITIALIZING: u8 = 1;
@@ -118,8 +118,11 @@ pub fn initialize() {
         }
         LEARNING.store(LEARN_NOTHING, Ordering::Relaxed);
     });
-    small::reserve_region();
-    large::reserve_region();
+    // The regions are scanned through libgc's hook, or not used at all.
+    if scan::install_hook() {
+        small::reserve_region();
+        large::reserve_region();
+    }
     register_fork_handlers();
     signals::set_collector_signals(gc::suspend_signal(), gc::restart_signal());
     threads::create_exit_key();

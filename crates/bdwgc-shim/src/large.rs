@@ -9,12 +9,11 @@
 //! - 60 size classes, four per doubling (1280 bytes to 32 MiB); a span (one
 //!   4 MiB unit, or several for blocks above 4 MiB) holds blocks of one
 //!   class, so a pointer's class is one table lookup;
-//! - a live bit per block. The collector scans live blocks only: the shim
-//!   pushes them from libgc's "push other roots" hook, which runs while the
-//!   world is stopped and reads nothing but atomics. A freed block is not
-//!   scanned, so it needs no clearing (a stale pointer in it keeps nothing
-//!   alive); a reused block holds what its last owner left, as with glibc,
-//!   and `calloc` clears it unless it is known to be zero;
+//! - a live bit per block. The collector scans live blocks only
+//!   ([`crate::scan`]). A freed block is not scanned, so it needs no
+//!   clearing (a stale pointer in it keeps nothing alive); a reused block
+//!   holds what its last owner left, as with glibc, and `calloc` clears it
+//!   unless it is known to be zero;
 //! - a central free list per class under a spin lock;
 //! - blocks above 1 MiB go back to the kernel when freed (`MADV_DONTNEED`),
 //!   so they cost no memory while free and come back zero.
@@ -28,8 +27,8 @@ use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use crate::address_space;
 use crate::central::{Central, CentralLists};
+use crate::scan::Ranges;
 use crate::small::MAX_SMALL;
-use crate::sys::{gc, PushHook};
 
 /// The largest size served from the region; larger blocks come from libgc.
 pub const MAX_LARGE: usize = 256 << 20;
@@ -93,13 +92,9 @@ fn blocks_per_span(class: usize) -> usize {
     span_units(class) * UNIT / block_size(class)
 }
 
-/// Reserves the region and hooks its scanning into libgc; called once
-/// during initialization, after GC_init. Without libgc's root-pushing hook
-/// there is no region, and large blocks come from libgc.
+/// Reserves the region; called once during initialization, after the
+/// collector's hook is installed ([`crate::scan`]).
 pub fn reserve_region() {
-    if !gc::has_push_other_roots() {
-        return;
-    }
     let Some(base) = address_space::reserve(REGION_SIZE) else {
         return;
     };
@@ -108,7 +103,6 @@ pub fn reserve_region() {
         return;
     };
     LIVE.store(live.cast(), Ordering::Release);
-    install_push_hook();
     REGION_BASE.store(base, Ordering::Release);
 }
 
@@ -289,37 +283,14 @@ pub unsafe fn free(p: *mut c_void, class: usize) {
     });
 }
 
-/// At most this many ranges go on libgc's mark stack, which aborts when
-/// pushed past its size; the rest are scanned on the spot.
-const LAZY_PUSH_LIMIT: usize = 128;
-
-/// The hook that was installed before ours (libgc's own pushes the thread
-/// stacks), as an address; 0 for none.
-static PREVIOUS_HOOK: AtomicUsize = AtomicUsize::new(0);
-
-fn install_push_hook() {
-    if let Some(previous) = gc::push_other_roots() {
-        PREVIOUS_HOOK.store(previous as usize, Ordering::Release);
-    }
-    gc::set_push_other_roots(push_live_blocks);
-}
-
-/// libgc's hook, run with the world stopped during each collection: runs
-/// the previous hook, then marks from every live block. Adjacent live
-/// blocks make one range.
-unsafe extern "C" fn push_live_blocks() {
-    let previous = PREVIOUS_HOOK.load(Ordering::Acquire);
-    if previous != 0 {
-        // SAFETY: the address was read from GC_get_push_other_roots, a hook
-        // of this type; libgc runs ours where it ran that one.
-        unsafe { core::mem::transmute::<usize, PushHook>(previous)() };
-    }
+/// Hands every live block to the collector (from its push hook, with the
+/// world stopped). Adjacent live blocks make one range.
+pub fn push_live_blocks(ranges: &mut Ranges) {
     let base = REGION_BASE.load(Ordering::Acquire);
+    if base == 0 {
+        return;
+    }
     let used = UNITS_USED.load(Ordering::Acquire);
-    let mut ranges = Ranges {
-        current: (0, 0),
-        pushed: 0,
-    };
     for (unit, entry) in UNIT_CLASS.iter().enumerate().take(used) {
         let Some(class) = span_class(entry) else {
             continue;
@@ -334,43 +305,6 @@ unsafe extern "C" fn push_live_blocks() {
                 bits &= bits - 1;
                 let start = span + index * size;
                 ranges.add(start, start + size);
-            }
-        }
-    }
-    ranges.flush();
-}
-
-/// Live blocks on their way to libgc, merged while adjacent.
-struct Ranges {
-    current: (usize, usize),
-    pushed: usize,
-}
-
-impl Ranges {
-    fn add(&mut self, start: usize, end: usize) {
-        if self.current.1 == start && start != 0 {
-            self.current.1 = end;
-        } else {
-            self.flush();
-            self.current = (start, end);
-        }
-    }
-
-    fn flush(&mut self) {
-        let (start, end) = self.current;
-        if start == end {
-            return;
-        }
-        self.current = (0, 0);
-        // SAFETY: called from the push hook only; live blocks stay mapped
-        // (the region is never unmapped) and nobody runs while the world is
-        // stopped.
-        unsafe {
-            if self.pushed < LAZY_PUSH_LIMIT {
-                self.pushed += 1;
-                gc::push_all(start, end);
-            } else {
-                gc::push_all_eager(start, end);
             }
         }
     }

@@ -44,15 +44,16 @@
 //!
 //! # Cost and limits
 //!
-//! Blocks up to 1024 bytes come from the shim's own region (registered with
-//! libgc as a root) through per-thread caches, without libgc's lock: a
-//! malloc/free churn measured 1.2x-1.5x glibc's time at 1 to 8 threads.
-//! Blocks up to 256 MiB come from a second region whose live blocks the shim
-//! pushes to libgc at each collection (freed ones are not scanned); larger
-//! and over-aligned blocks take libgc's allocation lock. The regions reserve
+//! Blocks up to 1024 bytes come from the shim's own region through
+//! per-thread caches, without libgc's lock; blocks up to 256 MiB from a
+//! second region. The collector scans the live blocks of both (a live byte
+//! or bit per block, read from libgc's root-pushing hook and a mark
+//! procedure), never freed ones, so freed blocks are not cleared: a reused
+//! block holds its last owner's bytes, as with glibc. Larger and
+//! over-aligned blocks take libgc's allocation lock. The regions reserve
 //! 4 GiB and 64 GiB of address space; small-block memory is never returned
-//! to the system, large blocks above 1 MiB are when freed. malloc
-//! memory is scanned at every collection, and starting a thread costs one
+//! to the system, large blocks above 1 MiB are when freed. malloc memory is
+//! scanned at every collection, and starting a thread costs one
 //! extra `pthread_getattr_np`. Memory glibc handed out before the collector
 //! was initialized stays unscanned until it is reallocated. Threads started
 //! with raw `clone`, and pointers hidden from a conservative scan (XOR-ed,
@@ -78,6 +79,8 @@ mod init;
 mod large;
 #[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
 mod real;
+#[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+mod scan;
 #[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
 mod signals;
 #[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]

@@ -29,6 +29,39 @@ pub type StartRoutine = unsafe extern "C-unwind" fn(*mut c_void) -> *mut c_void;
 /// (`GC_push_other_roots_proc`).
 pub type PushHook = unsafe extern "C" fn();
 
+/// An entry of libgc's mark stack (`struct GC_ms_entry`, gc_mark.h): where
+/// to mark from, and how (a descriptor).
+#[repr(C)]
+pub struct MarkStackEntry {
+    pub start: *mut c_void,
+    pub descriptor: usize,
+}
+
+/// A mark procedure (`GC_mark_proc`): libgc calls it for a mark-stack entry
+/// whose descriptor names it, with the stack's top and limit and the
+/// descriptor's environment; it returns the new top.
+pub type MarkProc = unsafe extern "C" fn(
+    addr: *mut usize,
+    top: *mut MarkStackEntry,
+    limit: *mut MarkStackEntry,
+    env: usize,
+) -> *mut MarkStackEntry;
+
+/// A descriptor that has libgc mark `[start, start + length)` (gc_mark.h:
+/// `GC_DS_LENGTH` is 0; lengths are multiples of 16 here).
+pub fn length_descriptor(length: usize) -> usize {
+    length
+}
+
+/// A descriptor that has libgc call mark procedure `index` with `env`
+/// (gc_mark.h: `GC_MAKE_PROC`).
+pub fn proc_descriptor(index: u32, env: usize) -> usize {
+    const LOG_MAX_MARK_PROCS: u32 = 6;
+    const TAG_BITS: u32 = 2;
+    const DS_PROC: usize = 2;
+    (((env << LOG_MAX_MARK_PROCS) | index as usize) << TAG_BITS) | DS_PROC
+}
+
 /// libgc's `GC_SUCCESS`.
 pub const GC_SUCCESS: c_int = 0;
 
@@ -76,7 +109,6 @@ libgc_weak_functions! {
     fn GC_free(ptr: *mut c_void);
     fn GC_base(ptr: *mut c_void) -> *mut c_void;
     fn GC_size(ptr: *const c_void) -> usize;
-    fn GC_add_roots(start: *mut c_void, end: *mut c_void);
     fn GC_pthread_create(
         thread: *mut libc::pthread_t,
         attr: *const libc::pthread_attr_t,
@@ -93,6 +125,22 @@ libgc_weak_functions! {
     fn GC_set_push_other_roots(hook: Option<PushHook>);
     fn GC_push_all(bottom: *mut c_void, top: *mut c_void);
     fn GC_push_all_eager(bottom: *mut c_void, top: *mut c_void);
+    fn GC_is_incremental_mode() -> c_int;
+    fn GC_new_proc(proc: MarkProc) -> c_uint;
+    fn GC_new_free_list() -> *mut *mut c_void;
+    fn GC_new_kind(
+        free_list: *mut *mut c_void,
+        descriptor: usize,
+        add_size_to_descriptor: c_int,
+        clear_new_objects: c_int
+    ) -> c_uint;
+    fn GC_generic_malloc(size: usize, kind: c_int) -> *mut c_void;
+    fn GC_mark_and_push(
+        object: *mut c_void,
+        top: *mut MarkStackEntry,
+        limit: *mut MarkStackEntry,
+        source: *mut *mut c_void
+    ) -> *mut MarkStackEntry;
 }
 
 /// glibc's own allocator, under the names glibc exports for interposers.
@@ -137,14 +185,13 @@ pub fn libgc_is_linked() -> bool {
         && gc_fn!(GC_get_stack_base).is_some()
         && gc_fn!(GC_get_suspend_signal).is_some()
         && gc_fn!(GC_get_thr_restart_signal).is_some()
-        && gc_fn!(GC_add_roots).is_some()
 }
 
 /// Safe shells over the libgc calls. Each returns a neutral value when the
 /// function is missing, so callers never dereference a null reference; the
 /// shim only calls them once `libgc_is_linked()` held at initialization.
 pub mod gc {
-    use super::{GcStackBase, PushHook, StartRoutine};
+    use super::{GcStackBase, MarkProc, MarkStackEntry, PushHook, StartRoutine};
     use core::ffi::{c_char, c_int, c_void};
     use core::ptr;
 
@@ -214,11 +261,6 @@ pub mod gc {
     pub unsafe fn free(base: *mut c_void) {
         call!(GC_free(base) or ())
     }
-    /// Makes libgc scan [start, end) as a root at every collection; a range
-    /// that starts where a registered one does extends it.
-    pub fn add_roots(start: *mut c_void, end: *mut c_void) {
-        call!(GC_add_roots(start, end) or ())
-    }
     pub fn has_pthread_create() -> bool {
         gc_fn!(GC_pthread_create).is_some() && gc_fn!(GC_pthread_join).is_some()
     }
@@ -284,5 +326,43 @@ pub mod gc {
     /// As [`push_all`].
     pub unsafe fn push_all_eager(start: usize, end: usize) {
         call!(GC_push_all_eager(start as *mut c_void, end as *mut c_void) or ())
+    }
+    pub fn is_incremental_mode() -> bool {
+        call!(GC_is_incremental_mode() or 0) != 0
+    }
+    /// Whether libgc lets the shim define an object kind with a mark
+    /// procedure of its own.
+    pub fn has_mark_procedures() -> bool {
+        gc_fn!(GC_new_proc).is_some()
+            && gc_fn!(GC_new_free_list).is_some()
+            && gc_fn!(GC_new_kind).is_some()
+            && gc_fn!(GC_generic_malloc).is_some()
+            && gc_fn!(GC_mark_and_push).is_some()
+            && gc_fn!(GC_is_incremental_mode).is_some()
+    }
+    /// Registers a mark procedure; returns its index for descriptors.
+    pub fn new_proc(proc: MarkProc) -> u32 {
+        call!(GC_new_proc(proc) or 0)
+    }
+    /// A new object kind whose objects libgc marks with `descriptor`.
+    pub fn new_kind(descriptor: usize) -> u32 {
+        let free_list = call!(GC_new_free_list() or ptr::null_mut());
+        call!(GC_new_kind(free_list, descriptor, 0, 1) or 0)
+    }
+    /// A collectable object of `kind`; null when out of memory.
+    pub fn generic_malloc(size: usize, kind: u32) -> *mut c_void {
+        call!(GC_generic_malloc(size, kind as c_int) or ptr::null_mut())
+    }
+    /// Marks the object `p` points into, if any, and pushes its contents;
+    /// returns the new top (handles overflow itself).
+    ///
+    /// # Safety
+    /// Only from a mark procedure, with the `top` and `limit` it was given.
+    pub unsafe fn mark_and_push(
+        p: *mut c_void,
+        top: *mut MarkStackEntry,
+        limit: *mut MarkStackEntry,
+    ) -> *mut MarkStackEntry {
+        call!(GC_mark_and_push(p, top, limit, ptr::null_mut()) or top)
     }
 }

@@ -42,8 +42,7 @@ pub fn create_exit_key() {
 
 /// Makes sure the thread-exit destructor runs for this thread (once armed,
 /// it re-arms itself until its last round).
-#[inline]
-pub fn arm_exit_destructor(me: &ThreadState) {
+fn arm_exit_destructor(me: &ThreadState) {
     if !me.exit_armed.get() {
         me.exit_armed.set(true);
         set_exit_key(me);
@@ -117,7 +116,7 @@ pub fn join_collector(me: &ThreadState) -> bool {
     if gc::thread_is_registered() {
         // The main thread, a GC_pthread_create thread, or a thread the
         // program registered itself.
-        me.mode.set(MODE_COLLECTOR);
+        enter_collector(me);
         return true;
     }
     register_current_thread(me)
@@ -132,14 +131,22 @@ fn register_current_thread(me: &ThreadState) -> bool {
     };
     signals::unblock_collector_signals();
     let rc = me.bypassing(|| gc::register_my_thread(&stack_base));
-    me.mode.set(MODE_COLLECTOR);
     if rc == crate::sys::GC_SUCCESS {
         me.owns_registration.set(true);
         me.exit_rounds.set(0);
-        arm_exit_destructor(me);
         stats::count_thread_registered();
     }
+    enter_collector(me);
     true
+}
+
+/// Routes the calling thread's allocations to the collector from now on.
+/// The exit destructor is armed first: the thread's block cache fills from
+/// here on, and the destructor is what gives it back when the thread ends
+/// (so the allocation fast path need not check).
+fn enter_collector(me: &ThreadState) {
+    arm_exit_destructor(me);
+    me.mode.set(MODE_COLLECTOR);
 }
 
 /// The real start routine and argument, kept in scanned memory while the new
