@@ -144,6 +144,13 @@ fn set_live(p: usize, class: usize, live: bool) {
 }
 
 static LISTS: CentralLists<CLASSES> = CentralLists::new();
+/// Bytes in allocated blocks, for the collector's pacing ([`crate::scan`]).
+static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// Bytes in allocated large blocks.
+pub fn live_bytes() -> usize {
+    LIVE_BYTES.load(Ordering::Relaxed)
+}
 
 pub fn lock_all_for_fork() {
     LISTS.lock_all_for_fork();
@@ -216,6 +223,7 @@ pub unsafe fn grow_in_place(p: *mut c_void, class: usize, size: usize) -> bool {
         // nothing more from this span.
         UNIT_CLASS[head].store(new_class as u8 + 1, Ordering::Release);
         UNITS_USED.store(head + new_units, Ordering::Release);
+        LIVE_BYTES.fetch_add(block_size(new_class) - block_size(class), Ordering::Relaxed);
         true
     })
 }
@@ -240,6 +248,7 @@ pub fn allocate(class: usize) -> Option<(*mut c_void, bool)> {
         }
     };
     set_live(p as usize, class, true);
+    LIVE_BYTES.fetch_add(size, Ordering::Relaxed);
     Some((p, zeroed))
 }
 
@@ -271,6 +280,7 @@ fn take(central: &mut Central, size: usize) -> Option<(*mut c_void, bool)> {
 pub unsafe fn free(p: *mut c_void, class: usize) {
     let size = block_size(class);
     set_live(p as usize, class, false);
+    LIVE_BYTES.fetch_sub(size, Ordering::Relaxed);
     if size > RETURN_ABOVE {
         // SAFETY: the block's pages are ours alone now; they read as zero
         // when next touched.

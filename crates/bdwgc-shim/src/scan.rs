@@ -20,6 +20,13 @@
 //!   runs incremental collections (which mark while threads run, so the
 //!   procedure would read the live map as it changes), the hook pushes the
 //!   small region's ranges like the large one's.
+//!
+//! libgc paces collections by what it must scan: it lets a program allocate
+//! a third (1 / free-space divisor) of its heap and roots between two. The
+//! regions are neither, so the hook also raises libgc's floor for that
+//! amount (`GC_set_min_bytes_allocd`) to a third of what they hold; without
+//! it, a program with much malloc memory and a small collected heap
+//! collects, and scans all that memory, dozens of times as often.
 
 use core::ffi::c_void;
 use core::mem::size_of;
@@ -41,6 +48,11 @@ static PREVIOUS_HOOK: AtomicUsize = AtomicUsize::new(0);
 static ANCHOR: AtomicUsize = AtomicUsize::new(0);
 /// libgc's index of [`mark_small_region`].
 static PROC_INDEX: AtomicU32 = AtomicU32::new(0);
+/// The program's own floor for allocation between collections (libgc's
+/// default, 1, unless the program set one).
+static PROGRAM_MIN_BYTES_ALLOCD: AtomicUsize = AtomicUsize::new(0);
+/// The floor the hook set last.
+static SET_MIN_BYTES_ALLOCD: AtomicUsize = AtomicUsize::new(0);
 
 /// Installs the hook; called once during initialization, after GC_init.
 /// Returns false when libgc lacks the hook: then nothing in the regions
@@ -50,6 +62,7 @@ pub fn install_hook() -> bool {
         return false;
     }
     set_up_mark_procedure();
+    PROGRAM_MIN_BYTES_ALLOCD.store(gc::min_bytes_allocd(), Ordering::Relaxed);
     if let Some(previous) = gc::push_other_roots() {
         PREVIOUS_HOOK.store(previous as usize, Ordering::Release);
     }
@@ -99,6 +112,26 @@ unsafe extern "C" fn push_live_blocks() {
     }
     large::push_live_blocks(&mut ranges);
     ranges.flush();
+    pace_collections();
+}
+
+/// Lets the program allocate a third (as libgc counts its roots) of what
+/// the regions hold before the next collection, or what the program asked
+/// for if more.
+fn pace_collections() {
+    let current = gc::min_bytes_allocd();
+    if current == 0 {
+        return; // libgc has no such setting
+    }
+    if current != SET_MIN_BYTES_ALLOCD.load(Ordering::Relaxed) {
+        // The program set its own floor since the last collection.
+        PROGRAM_MIN_BYTES_ALLOCD.store(current, Ordering::Relaxed);
+    }
+    let held = small::used_bytes() + large::live_bytes();
+    let floor =
+        (held / gc::free_space_divisor()).max(PROGRAM_MIN_BYTES_ALLOCD.load(Ordering::Relaxed));
+    gc::set_min_bytes_allocd(floor);
+    SET_MIN_BYTES_ALLOCD.store(floor, Ordering::Relaxed);
 }
 
 /// The anchor's mark procedure: pushes the next live ranges of the small

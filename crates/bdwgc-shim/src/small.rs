@@ -129,6 +129,11 @@ fn set_live(p: *mut c_void, live: bool) {
     live_byte(p).store(u8::from(live), Ordering::Relaxed);
 }
 
+/// Bytes in the spans handed out so far (allocated blocks and free ones).
+pub fn used_bytes() -> usize {
+    SPANS_USED.load(Ordering::Relaxed) * SPAN_SIZE
+}
+
 /// Granules per span: the live-map bytes of one span.
 const GRANULES_PER_SPAN: usize = SPAN_SIZE / GRANULE;
 

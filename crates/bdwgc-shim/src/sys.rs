@@ -126,6 +126,9 @@ libgc_weak_functions! {
     fn GC_push_all(bottom: *mut c_void, top: *mut c_void);
     fn GC_push_all_eager(bottom: *mut c_void, top: *mut c_void);
     fn GC_is_incremental_mode() -> c_int;
+    fn GC_get_min_bytes_allocd() -> usize;
+    fn GC_set_min_bytes_allocd(value: usize);
+    fn GC_get_free_space_divisor() -> usize;
     fn GC_new_proc(proc: MarkProc) -> c_uint;
     fn GC_new_free_list() -> *mut *mut c_void;
     fn GC_new_kind(
@@ -326,6 +329,22 @@ pub mod gc {
     /// As [`push_all`].
     pub unsafe fn push_all_eager(start: usize, end: usize) {
         call!(GC_push_all_eager(start as *mut c_void, end as *mut c_void) or ())
+    }
+    /// The least allocation between two collections; 0 when libgc has no
+    /// such setting.
+    pub fn min_bytes_allocd() -> usize {
+        call!(GC_get_min_bytes_allocd() or 0)
+    }
+    /// Sets it (a plain store in libgc, safe during a collection).
+    pub fn set_min_bytes_allocd(value: usize) {
+        if value > 0 {
+            call!(GC_set_min_bytes_allocd(value) or ())
+        }
+    }
+    /// How many times its heap libgc lets a program allocate between
+    /// collections, inverted (default 3: a third).
+    pub fn free_space_divisor() -> usize {
+        call!(GC_get_free_space_divisor() or 3).max(1)
     }
     pub fn is_incremental_mode() -> bool {
         call!(GC_is_incremental_mode() or 0) != 0
