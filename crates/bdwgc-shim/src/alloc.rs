@@ -95,10 +95,21 @@ fn cached_small_block(me: &ThreadState, size: usize, contents: Contents) -> *mut
         return ptr::null_mut();
     }
     let class = small::class_of(size);
-    let p = me.cache.allocate(class);
+    hand_out_small(me, me.cache.allocate(class), class, contents)
+}
+
+/// Readies the small block `p` of `class` (or null) for the caller: zeroed
+/// for calloc, and counted.
+#[inline(always)]
+fn hand_out_small(
+    me: &ThreadState,
+    p: *mut c_void,
+    class: usize,
+    contents: Contents,
+) -> *mut c_void {
     if !p.is_null() {
         if contents == Contents::Zeroed {
-            // SAFETY: a region block of `class`, ours.
+            // SAFETY: a region block of `class`, just allocated, ours.
             unsafe { small::clear_block(p, class) };
         }
         stats::count_routed(me);
@@ -118,13 +129,8 @@ fn collector_malloc(me: &ThreadState, size: usize, contents: Contents) -> *mut c
     release_deferred_frees();
     if size <= MAX_SMALL {
         let class = small::class_of(size);
-        let p = me.cache.allocate_or_refill(class);
+        let p = hand_out_small(me, me.cache.allocate_or_refill(class), class, contents);
         if !p.is_null() {
-            if contents == Contents::Zeroed {
-                // SAFETY: a region block of `class`, ours.
-                unsafe { small::clear_block(p, class) };
-            }
-            stats::count_routed(me);
             return p;
         }
         // The region is used up (or could not be reserved): ask libgc.
