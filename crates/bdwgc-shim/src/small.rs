@@ -408,7 +408,9 @@ impl ThreadCache {
     pub fn flush(&self) {
         for class in 0..CLASSES {
             let count = self.counts[class].get();
-            self.give_back(class, count);
+            if count > 0 {
+                self.give_back(class, count);
+            }
         }
     }
 }

@@ -22,7 +22,7 @@ use core::sync::atomic::{AtomicU32, Ordering};
 
 use crate::init::{self, StartRoutineOwner};
 use crate::real::{self, CStartRoutine};
-use crate::sys::{gc, StartRoutine};
+use crate::sys::{gc, GcStackBase, StartRoutine};
 use crate::tls::{self, ThreadState, MODE_COLLECTOR, MODE_LIBC, MODE_UNKNOWN};
 use crate::{alloc, signals, stats};
 
@@ -107,6 +107,12 @@ pub fn registered_for_allocation(me: &ThreadState) -> bool {
 /// made by someone else (libgc, the program), or registers the thread.
 #[cold]
 pub fn join_collector(me: &ThreadState) -> bool {
+    join_collector_with(me, None)
+}
+
+/// As [`join_collector`]; a thread registered here has its stack scanned
+/// from `stack_base` down, or from the base glibc reports when `None`.
+fn join_collector_with(me: &ThreadState, stack_base: Option<GcStackBase>) -> bool {
     if me.mode.get() == MODE_COLLECTOR {
         return true;
     }
@@ -119,13 +125,14 @@ pub fn join_collector(me: &ThreadState) -> bool {
         enter_collector(me);
         return true;
     }
-    register_current_thread(me)
+    register_current_thread(me, stack_base)
 }
 
-/// Registers the calling thread with the collector (its whole stack).
-fn register_current_thread(me: &ThreadState) -> bool {
+/// Registers the calling thread with the collector: its stack from
+/// `stack_base` down, or its whole stack when `None`.
+fn register_current_thread(me: &ThreadState, stack_base: Option<GcStackBase>) -> bool {
     // pthread_getattr_np allocates; libgc takes no lock here.
-    let Some(stack_base) = me.bypassing(gc::stack_base) else {
+    let Some(stack_base) = stack_base.or_else(|| me.bypassing(gc::stack_base)) else {
         me.mode.set(MODE_LIBC);
         return false;
     };
@@ -171,8 +178,32 @@ unsafe fn take_record(record: *mut c_void) -> (StartRoutine, *mut c_void) {
 
 /// First code of every thread the shim creates for a caller other than libgc.
 unsafe extern "C-unwind" fn shim_thread_start(record: *mut c_void) -> *mut c_void {
-    join_collector(tls::current());
+    // libgc scans a thread's stack from its base down. Above this frame is
+    // only glibc's start_thread, which holds nothing of the program's, so
+    // the base can be here, as libgc's own GC_call_with_stack_base does:
+    // that spares pthread_getattr_np, a system call and glibc's malloc, in
+    // every new thread.
+    let stack_top = 0u8;
+    let stack_base = GcStackBase {
+        mem_base: ptr::addr_of!(stack_top).cast_mut().cast(),
+    };
+    join_collector_with(tls::current(), Some(stack_base));
     // SAFETY: `record` is what spawn_through passed to this thread.
+    let result = unsafe { run_start_routine(record) };
+    // Keeps this frame, and `stack_top` above everything the start routine
+    // puts on the stack, alive during the call (no tail call).
+    core::hint::black_box(&stack_top);
+    result
+}
+
+/// Takes the start record and runs the caller's start routine, in a frame
+/// below the one whose address is the thread's stack base.
+///
+/// # Safety
+/// As [`take_record`].
+#[inline(never)]
+unsafe fn run_start_routine(record: *mut c_void) -> *mut c_void {
+    // SAFETY: the caller's contract.
     let (start, arg) = unsafe { take_record(record) };
     // SAFETY: the caller's start routine with the caller's argument.
     unsafe { start(arg) }
