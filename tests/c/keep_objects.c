@@ -1,12 +1,19 @@
 /* GC objects kept only in memory of a GC-unaware library, one allocator of
- * the malloc family at a time, survive collections and heavy allocation. */
+ * the malloc family at a time, survive collections and heavy allocation.
+ * With argv[1] "incremental", under libgc's incremental collection (which
+ * marks while the program runs, so the shim pushes its blocks another way). */
 #include "scenario.h"
 #include "stash.h"
 
 #define PER_ALLOCATOR 2000
 
-int main(void) {
+int main(int argc, char **argv) {
     GC_INIT();
+    if (argc > 1 && strcmp(argv[1], "incremental") == 0) {
+        GC_enable_incremental();
+        printf("incremental=%d\n", GC_is_incremental_mode());
+        if (!GC_is_incremental_mode()) return 3;
+    }
     print_shim_state();
     for (int a = 0; a < STASH_ALLOCATOR_COUNT; a++)
         for (int i = 0; i < PER_ALLOCATOR; i++)

@@ -137,14 +137,24 @@ pub const THREAD_MODES: [&str; 8] = [
 
 /// Every scenario, in the order the demo shows them.
 pub fn all_scenarios() -> Vec<Scenario> {
-    let mut list = vec![Scenario {
-        name: "keep-objects".into(),
-        program: "keep_objects",
-        args: vec![],
-        fails_without_shim: true,
-        what: "22,000 GC objects kept only in library malloc memory (11 allocators)",
-        timeout: DEFAULT_TIMEOUT,
-    }];
+    let mut list = vec![
+        Scenario {
+            name: "keep-objects".into(),
+            program: "keep_objects",
+            args: vec![],
+            fails_without_shim: true,
+            what: "22,000 GC objects kept only in library malloc memory (11 allocators)",
+            timeout: DEFAULT_TIMEOUT,
+        },
+        Scenario {
+            name: "keep-objects-incremental".into(),
+            program: "keep_objects",
+            args: vec!["incremental".into()],
+            fails_without_shim: true,
+            what: "the same under libgc's incremental collection",
+            timeout: DEFAULT_TIMEOUT,
+        },
+    ];
     for mode in THREAD_MODES {
         list.push(Scenario {
             name: format!("thread-{mode}"),

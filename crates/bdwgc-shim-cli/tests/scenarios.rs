@@ -68,6 +68,7 @@ macro_rules! scenario_tests {
 
 scenario_tests! {
     keep_objects => "keep-objects",
+    keep_objects_incremental => "keep-objects-incremental",
     thread_joinable => "thread-joinable",
     thread_detached => "thread-detached",
     thread_signals_blocked => "thread-signals-blocked",
