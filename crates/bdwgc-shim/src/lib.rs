@@ -53,8 +53,7 @@
 //! over-aligned blocks take libgc's allocation lock. The regions reserve
 //! 4 GiB and 64 GiB of address space; small-block memory is never returned
 //! to the system, large blocks above 1 MiB are when freed. malloc memory is
-//! scanned at every collection, and starting a thread costs one
-//! extra `pthread_getattr_np`. Memory glibc handed out before the collector
+//! scanned at every collection. Memory glibc handed out before the collector
 //! was initialized stays unscanned until it is reallocated. Threads started
 //! with raw `clone`, and pointers hidden from a conservative scan (XOR-ed,
 //! compressed, written to files), are out of reach.

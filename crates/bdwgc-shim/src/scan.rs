@@ -49,9 +49,9 @@ static ANCHOR: AtomicUsize = AtomicUsize::new(0);
 /// libgc's index of [`mark_small_region`].
 static PROC_INDEX: AtomicU32 = AtomicU32::new(0);
 /// The program's own floor for allocation between collections (libgc's
-/// default, 1, unless the program set one).
+/// default, 1, unless the program set one), read at the first collection.
 static PROGRAM_MIN_BYTES_ALLOCD: AtomicUsize = AtomicUsize::new(0);
-/// The floor the hook set last.
+/// The floor the hook set last (0 before the first collection).
 static SET_MIN_BYTES_ALLOCD: AtomicUsize = AtomicUsize::new(0);
 
 /// Installs the hook; called once during initialization, after GC_init.
@@ -62,7 +62,6 @@ pub fn install_hook() -> bool {
         return false;
     }
     set_up_mark_procedure();
-    PROGRAM_MIN_BYTES_ALLOCD.store(gc::min_bytes_allocd(), Ordering::Relaxed);
     if let Some(previous) = gc::push_other_roots() {
         PREVIOUS_HOOK.store(previous as usize, Ordering::Release);
     }
@@ -124,7 +123,8 @@ fn pace_collections() {
         return; // libgc has no such setting
     }
     if current != SET_MIN_BYTES_ALLOCD.load(Ordering::Relaxed) {
-        // The program set its own floor since the last collection.
+        // The first collection, or the program set its own floor since
+        // the last one.
         PROGRAM_MIN_BYTES_ALLOCD.store(current, Ordering::Relaxed);
     }
     let held = small::used_bytes() + large::live_bytes();

@@ -165,9 +165,8 @@ pub fn for_each_live_range(
         } else {
             0
         };
-        let class = match entry.load(Ordering::Acquire) {
-            0 => continue,
-            class_plus_one => usize::from(class_plus_one) - 1,
+        let Some(class) = span_class(entry) else {
+            continue;
         };
         let size = block_size(class);
         let span_start = base + span * SPAN_SIZE;
@@ -214,7 +213,13 @@ pub fn for_each_live_range(
 #[inline(always)]
 pub fn class_of_block(p: *mut c_void) -> Option<usize> {
     let offset = address_space::offset_in(&REGION_BASE, REGION_SIZE, p)?;
-    match SPAN_CLASS[offset >> SPAN_SHIFT].load(Ordering::Relaxed) {
+    span_class(&SPAN_CLASS[offset >> SPAN_SHIFT])
+}
+
+/// The class of a span from its `SPAN_CLASS` entry; `None` when unused.
+#[inline(always)]
+fn span_class(entry: &AtomicU8) -> Option<usize> {
+    match entry.load(Ordering::Acquire) {
         0 => None,
         // The table holds classes below CLASSES only; the mask shows the
         // compiler that indexing per-class arrays cannot go out of bounds.
