@@ -105,20 +105,33 @@ static double live_set_churn(size_t mib) {
     return (double)(b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) / 1e9;
 }
 
+/* 200 MiB of live blocks of 16-1024 bytes (at most 2^20 of them), each
+ * holding a pointer to a GC object if with_objects; sets *count. */
+static void **live_blocks_200_mib(size_t *count, int with_objects) {
+    size_t live = 0, n = 0, capacity = 1 << 20;
+    void **blocks = ALLOC(capacity * sizeof *blocks);
+    unsigned long x = 42;
+    while (live < (200u << 20) && n < capacity) {
+        size_t size = 16 + next(&x) % 1009;
+        void **block = ALLOC(size);
+        if (with_objects) block[0] = GC_MALLOC(32);
+        blocks[n++] = block;
+        live += size;
+    }
+    *count = n;
+    return blocks;
+}
+
+static void free_blocks(void **blocks, size_t count) {
+    for (size_t i = 0; i < count; i++) FREE(blocks[i]);
+    FREE(blocks);
+}
+
 /* 200 MiB of live blocks of 16-1024 bytes (each holding a pointer to a GC
  * object), then the median of 5 full collections. Prints that pause. */
 static double collection_pause(void) {
-    size_t live = 0, count = 0, capacity = 1 << 20;
-    void **blocks = ALLOC(capacity * sizeof *blocks);
-    unsigned long x = 42;
-    while (live < (200u << 20)) {
-        size_t size = 16 + next(&x) % 1009;
-        if (count == capacity) break;
-        void **block = ALLOC(size);
-        block[0] = GC_MALLOC(32);
-        blocks[count++] = block;
-        live += size;
-    }
+    size_t count;
+    void **blocks = live_blocks_200_mib(&count, 1);
     double pauses[5];
     for (int i = 0; i < 5; i++) {
         struct timespec a, b;
@@ -131,8 +144,7 @@ static double collection_pause(void) {
         for (int j = i; j > 0 && pauses[j] < pauses[j - 1]; j--) {
             double t = pauses[j]; pauses[j] = pauses[j - 1]; pauses[j - 1] = t;
         }
-    for (size_t i = 0; i < count; i++) FREE(blocks[i]);
-    FREE(blocks);
+    free_blocks(blocks, count);
     return pauses[2];
 }
 
@@ -140,21 +152,14 @@ static double collection_pause(void) {
  * objects (timed alone): how often libgc collects, and so scans the malloc
  * memory, while a program allocates collected memory. */
 static double collected_churn(void) {
-    size_t live = 0, count = 0, capacity = 1 << 20;
-    void **blocks = ALLOC(capacity * sizeof *blocks);
-    unsigned long x = 42;
-    while (live < (200u << 20) && count < capacity) {
-        size_t size = 16 + next(&x) % 1009;
-        blocks[count++] = ALLOC(size);
-        live += size;
-    }
+    size_t count;
+    void **blocks = live_blocks_200_mib(&count, 0);
     struct timespec a, b;
     clock_gettime(CLOCK_MONOTONIC, &a);
     for (long i = 0; i < 400L * 1000 * 1000 / 64; i++)
         if (GC_MALLOC(64) == NULL) abort();
     clock_gettime(CLOCK_MONOTONIC, &b);
-    for (size_t i = 0; i < count; i++) FREE(blocks[i]);
-    FREE(blocks);
+    free_blocks(blocks, count);
     return (double)(b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) / 1e9;
 }
 

@@ -123,6 +123,15 @@ fn row(rows: &mut Vec<(String, [f64; 4])>, label: &str, [g, d, p, l]: [f64; 4]) 
     );
 }
 
+/// A row whose ratios are to direct libgc calls rather than to glibc.
+fn row_against_direct(label: &str, [g, d, p, l]: [f64; 4]) {
+    println!(
+        "{label:>22} {g:>9.3} {d:>9.3} {p:>9.3} {l:>9.3}   preload/direct {:.2}x, linked/direct {:.2}x",
+        p / d,
+        l / d
+    );
+}
+
 fn main() {
     let shim = shim_dir();
     let archive = shim.join("libbdwgc_shim.a");
@@ -177,23 +186,10 @@ fn main() {
             work.medians(&["live", mib], 0),
         );
     }
-    // glibc's memory is not scanned, so the pause is compared with libgc's
+    // glibc's memory is not scanned, so these are compared with libgc's
     // own uncollectable memory instead.
-    let [g, d, p, l] = work.medians(&["pause"], 0);
-    println!(
-        "{:>22} {g:>9.3} {d:>9.3} {p:>9.3} {l:>9.3}   preload/direct {:.2}x, linked/direct {:.2}x",
-        "GC pause, 200 MiB live",
-        p / d,
-        l / d
-    );
-    // Also against libgc's own memory: glibc's is not scanned at all.
-    let [g, d, p, l] = work.medians(&["collected"], 0);
-    println!(
-        "{:>22} {g:>9.3} {d:>9.3} {p:>9.3} {l:>9.3}   preload/direct {:.2}x, linked/direct {:.2}x",
-        "GC_MALLOC, 200 MiB live",
-        p / d,
-        l / d
-    );
+    row_against_direct("GC pause, 200 MiB live", work.medians(&["pause"], 0));
+    row_against_direct("GC_MALLOC, 200 MiB live", work.medians(&["collected"], 0));
     println!();
     header("peak RSS, MiB");
     let mib = |v: [f64; 4]| v.map(|kib| kib / 1024.0);
