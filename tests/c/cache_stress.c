@@ -49,8 +49,12 @@ static void check_and_free(block *b) {
 static block *new_block(unsigned long *rng) {
     unsigned long r = next_random(rng);
     /* Mostly small blocks; one in 64 large (up to 1.5 MiB), from the shim's
-     * large-block region, reused after other threads freed them. */
-    size_t size = sizeof(block) + ((r >> 24) % 64 == 0 ? r % (3u << 19) : r % 300);
+     * large-block region, reused after other threads freed them; one in
+     * 2048 of 2-6 MiB, blocks with units of their own there (reused by any
+     * such size, grown in place by realloc). */
+    size_t size = sizeof(block) + ((r >> 24) % 64 == 0     ? r % (3u << 19)
+                                   : (r >> 40) % 2048 == 0 ? (2u << 20) + r % (4u << 20)
+                                                           : r % 300);
     block *b = NULL;
     switch ((r >> 16) % 6) {
     case 0: case 1: b = malloc(size); break;
@@ -60,7 +64,7 @@ static block *new_block(unsigned long *rng) {
             if (((unsigned char *)b)[i]) { __atomic_add_fetch(&problems, 1, __ATOMIC_RELAXED); break; }
         break;
     }
-    case 3: b = realloc(malloc(16), size); break;
+    case 3: b = realloc(realloc(malloc(16), size / 2 + 1), size); break;
     case 4: b = aligned_alloc(64, size); break;
     case 5: if (posix_memalign((void **)&b, 32, size) != 0) b = NULL; break;
     }

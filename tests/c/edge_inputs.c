@@ -11,6 +11,8 @@ static long failures;
 
 /* Keep GCC from proving allocations unused or sizes impossible. */
 static size_t opaque(size_t n) { __asm__ volatile("" : "+r"(n)); return n; }
+/* Fills a block the compiler cannot see freed next (it drops such stores). */
+static void fill(void *p, int byte, size_t n) { memset(p, byte, n); __asm__ volatile("" : : "r"(p) : "memory"); }
 
 static void check_block(void *p, size_t size, size_t align) {
     CHECK(p != NULL);
@@ -38,11 +40,22 @@ int main(void) {
     errno = 0; CHECK(calloc(opaque(1) << 40, opaque(1) << 40) == NULL); CHECK(errno == ENOMEM);
     p = calloc(opaque(0), 5); CHECK(p != NULL); free(p);
     for (size_t n = 1; n <= 70000; n = n * 2 + 3) {
-        p = malloc(opaque(n)); memset(p, 0xff, n); free(p);
+        p = malloc(opaque(n)); fill(p, 0xff, n); free(p);
         unsigned char *z = calloc(1, opaque(n));
         CHECK(z != NULL);
         size_t nonzero = 0;
         for (size_t i = 0; z && i < n; i++) nonzero += z[i] != 0;
+        CHECK(nonzero == 0);
+        free(z);
+    }
+    /* The same for blocks with pages of their own (the shim keeps some
+     * freed ones resident) */
+    for (size_t n = 3u << 20; n <= (48u << 20); n *= 4) {
+        p = malloc(opaque(n)); fill(p, 0xff, n); free(p);
+        unsigned char *z = calloc(1, opaque(n));
+        CHECK(z != NULL);
+        size_t nonzero = 0;
+        for (size_t i = 0; z && i < n; i += 64) nonzero += z[i] != 0 || z[i + 63] != 0;
         CHECK(nonzero == 0);
         free(z);
     }
@@ -58,6 +71,21 @@ int main(void) {
     p = realloc(q, opaque(5)); CHECK(p != NULL && memcmp(p, "01234", 5) == 0);
     CHECK(realloc(p, opaque(0)) == NULL); /* glibc: frees p */
     p = reallocarray(NULL, opaque(10), 10); CHECK(p != NULL); free(p);
+    /* Growing a big block into the free memory after it (where the shim
+     * grows it in place) keeps its contents */
+    p = malloc(opaque(3u << 20)); q = malloc(opaque(3u << 20));
+    CHECK(p != NULL && q != NULL);
+    fill(q, 0xee, 3u << 20); free(q);
+    memset(p, 0x5c, 3u << 20);
+    for (size_t n = 6u << 20; p && n <= (96u << 20); n *= 2) {
+        unsigned char *grown = realloc(p, opaque(n));
+        CHECK(grown != NULL);
+        if (!grown) break;
+        CHECK(grown[0] == 0x5c && grown[(3u << 20) - 1] == 0x5c);
+        memset(grown + (3u << 20), 0x5c, n - (3u << 20));
+        p = grown;
+    }
+    free(p);
 
     /* free */
     free(NULL);

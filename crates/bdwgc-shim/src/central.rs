@@ -1,6 +1,7 @@
 //! What the small- and large-block regions share: per size class, a central
 //! free list and the unused rest of the newest span, each under a spin lock,
-//! plus one lock for growing the region.
+//! plus one lock for growing the region (and whatever span state the region
+//! keeps under it).
 
 use core::ffi::c_void;
 use core::ptr;
@@ -33,14 +34,14 @@ impl Central {
 }
 
 /// A region's central lists, one per size class, and its span lock.
-pub struct CentralLists<const CLASSES: usize> {
+pub struct CentralLists<const CLASSES: usize, Spans = ()> {
     pub classes: [SpinLocked<Central>; CLASSES],
-    /// Serializes span creation.
-    pub span_lock: SpinLocked<()>,
+    /// Serializes span creation; guards the region's span state.
+    pub span_lock: SpinLocked<Spans>,
 }
 
-impl<const CLASSES: usize> CentralLists<CLASSES> {
-    pub const fn new() -> Self {
+impl<const CLASSES: usize, Spans> CentralLists<CLASSES, Spans> {
+    pub const fn new(spans: Spans) -> Self {
         CentralLists {
             classes: [const {
                 SpinLocked::new(Central {
@@ -49,7 +50,7 @@ impl<const CLASSES: usize> CentralLists<CLASSES> {
                     carve_end: 0,
                 })
             }; CLASSES],
-            span_lock: SpinLocked::new(()),
+            span_lock: SpinLocked::new(spans),
         }
     }
 

@@ -6,17 +6,23 @@
 //! block and counts it toward the next collection: 20-40 times slower. The
 //! shim keeps them in a second region of its own instead:
 //!
-//! - 60 size classes, four per doubling (1280 bytes to 32 MiB); a span (one
-//!   4 MiB unit, or several for blocks above 4 MiB) holds blocks of one
-//!   class, so a pointer's class is one table lookup;
+//! - 72 size classes, four per doubling (1280 bytes to 256 MiB). Up to 2 MiB
+//!   a span (one 4 MiB unit) holds blocks of one class, with a central free
+//!   list per class under a spin lock; a pointer's class is one table lookup;
+//! - a block above 2 MiB has a span of its own (one unit or more). When it
+//!   is freed its units go back to a pool ([`FreeUnits`]) that any such span
+//!   reuses, lowest address first, and a block that `realloc` grows takes
+//!   the free units after it in place. Up to 64 MiB of freed units keep
+//!   their pages, as glibc keeps up to 64 MiB free at the top of its heap,
+//!   so a buffer that grows again does not fault them in again; the rest
+//!   go back to the kernel (`MADV_DONTNEED`);
 //! - a live bit per block. The collector scans live blocks only
 //!   ([`crate::scan`]). A freed block is not scanned, so it needs no
 //!   clearing (a stale pointer in it keeps nothing alive); a reused block
 //!   holds what its last owner left, as with glibc, and `calloc` clears it
 //!   unless it is known to be zero;
-//! - a central free list per class under a spin lock;
-//! - blocks above 1 MiB go back to the kernel when freed (`MADV_DONTNEED`),
-//!   so they cost no memory while free and come back zero.
+//! - blocks of 1-2 MiB go back to the kernel when freed, so they cost no
+//!   memory while free and come back zero.
 //!
 //! When the region cannot be reserved or is used up, or libgc lacks the hook,
 //! large blocks come from libgc as before.
@@ -41,8 +47,13 @@ const CLASSES: usize = 72;
 const SMALLEST_BLOCK: usize = 1280;
 const MAX_BLOCKS_PER_SPAN: usize = UNIT / SMALLEST_BLOCK;
 const BITMAP_WORDS: usize = MAX_BLOCKS_PER_SPAN.div_ceil(64);
-/// Freed blocks larger than this are given back to the kernel.
+/// Freed blocks larger than this are given back to the kernel (those with
+/// a span of their own only beyond [`KEPT_UNITS_MAX`]).
 const RETURN_ABOVE: usize = 1 << 20;
+/// Freed units of one-block spans that keep their pages: 64 MiB, the most
+/// glibc keeps free at the top of its heap (twice its largest mmap
+/// threshold, 32 MiB).
+const KEPT_UNITS_MAX: usize = (64 << 20) / UNIT;
 /// `UNIT_CLASS` of a unit that continues a multi-unit span.
 const CONTINUATION: u8 = u8::MAX;
 
@@ -143,7 +154,104 @@ fn set_live(p: usize, class: usize, live: bool) {
     }
 }
 
-static LISTS: CentralLists<CLASSES> = CentralLists::new();
+static LISTS: CentralLists<CLASSES, FreeUnits> = CentralLists::new(FreeUnits::new());
+
+/// The free units below `UNITS_USED`: those of freed one-block spans, kept
+/// for reuse by any one-block span. Guarded by the span lock.
+struct FreeUnits {
+    /// One bit per free unit.
+    free: [u64; UNITS / 64],
+    /// One bit per free unit whose pages were kept: it may hold old bytes.
+    kept: [u64; UNITS / 64],
+    kept_units: usize,
+}
+
+impl FreeUnits {
+    const fn new() -> Self {
+        FreeUnits {
+            free: [0; UNITS / 64],
+            kept: [0; UNITS / 64],
+            kept_units: 0,
+        }
+    }
+
+    fn is_free(&self, unit: usize) -> bool {
+        self.free[unit / 64] & (1 << (unit % 64)) != 0
+    }
+
+    /// The first unit of the lowest run of `units` free units; a run that
+    /// reaches `used` goes on into units never used (so the answer may be
+    /// `used` itself).
+    fn first_fit(&self, units: usize, used: usize) -> usize {
+        let mut run_start = 0;
+        let mut unit = 0;
+        while unit < used {
+            let bits = self.free[unit / 64] >> (unit % 64);
+            if bits & 1 == 0 {
+                // In use: a run can start at the next free unit at the
+                // earliest (no bits are set at or beyond `used`).
+                unit += if bits == 0 {
+                    64 - unit % 64
+                } else {
+                    bits.trailing_zeros() as usize
+                };
+                run_start = unit;
+            } else {
+                unit += (!bits).trailing_zeros() as usize;
+                if unit - run_start >= units {
+                    return run_start;
+                }
+            }
+        }
+        run_start.min(used)
+    }
+
+    /// Whether units `from..to` are free or never used.
+    fn all_free(&self, from: usize, to: usize, used: usize) -> bool {
+        to <= UNITS && (from..to.min(used)).all(|unit| self.is_free(unit))
+    }
+
+    /// Takes units `from..to`, free or never used (committing those), and
+    /// moves `UNITS_USED` past them. Returns whether their pages are all
+    /// zero, or `None` when they cannot be committed.
+    fn take(&mut self, from: usize, to: usize, used: usize) -> Option<bool> {
+        debug_assert!(self.all_free(from, to, used));
+        if to > used {
+            let fresh = from.max(used);
+            let base = REGION_BASE.load(Ordering::Relaxed);
+            if !address_space::commit(base + fresh * UNIT, (to - fresh) * UNIT) {
+                return None;
+            }
+            UNITS_USED.store(to, Ordering::Release);
+        }
+        let mut zeroed = true;
+        for unit in from..to.min(used) {
+            let (word, bit) = (unit / 64, 1u64 << (unit % 64));
+            self.free[word] &= !bit;
+            if self.kept[word] & bit != 0 {
+                self.kept[word] &= !bit;
+                self.kept_units -= 1;
+                zeroed = false;
+            }
+        }
+        Some(zeroed)
+    }
+
+    /// Adds the units of a freed span, `from..to`, whose class entries are
+    /// already cleared; `kept` when their pages were not given back.
+    fn give_back(&mut self, from: usize, to: usize, kept: bool) {
+        for unit in from..to {
+            let (word, bit) = (unit / 64, 1u64 << (unit % 64));
+            self.free[word] |= bit;
+            if kept {
+                self.kept[word] |= bit;
+            }
+        }
+        if kept {
+            self.kept_units += to - from;
+        }
+    }
+}
 /// Bytes in allocated blocks, for the collector's pacing ([`crate::scan`]).
 static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
 
@@ -166,33 +274,70 @@ fn mark_continuation(units: core::ops::Range<usize>) {
     }
 }
 
-/// Commits a new span for `class`; returns its address range.
+/// Commits a new span for `class` (at the end of the used units: its
+/// blocks are carved as zero); returns its address range.
 fn new_span(class: usize) -> Option<(usize, usize)> {
+    let (start, _) = claim_span(class, |_, used| used)?;
+    Some((start, start + blocks_per_span(class) * block_size(class)))
+}
+
+/// Claims the units of a new span for `class` at the first unit `place`
+/// picks (given the free units and `UNITS_USED`); returns its address and
+/// whether its pages are all zero.
+fn claim_span(
+    class: usize,
+    place: impl FnOnce(&FreeUnits, usize) -> usize,
+) -> Option<(usize, bool)> {
     let base = REGION_BASE.load(Ordering::Acquire);
     if base == 0 {
         return None;
     }
     let units = span_units(class);
-    LISTS.span_lock.with(|_| {
-        let first = UNITS_USED.load(Ordering::Relaxed);
-        if first + units > UNITS {
+    LISTS.span_lock.with(|free_units| {
+        let used = UNITS_USED.load(Ordering::Relaxed);
+        let first = place(free_units, used);
+        if !free_units.all_free(first, first + units, used) {
             return None;
         }
-        let start = base + first * UNIT;
-        if !address_space::commit(start, units * UNIT) {
-            return None;
-        }
+        let zeroed = free_units.take(first, first + units, used)?;
         mark_continuation(first + 1..first + units);
         UNIT_CLASS[first].store(class as u8 + 1, Ordering::Release);
-        UNITS_USED.store(first + units, Ordering::Release);
-        Some((start, start + blocks_per_span(class) * block_size(class)))
+        Some((base + first * UNIT, zeroed))
     })
 }
 
-/// Grows the block at `p` of `class` in place to hold `size` bytes, when
-/// it fills the newest span alone (a buffer that keeps growing while
-/// nothing else large is allocated): commits the units after it, as glibc
-/// grows a block at the top of its heap. Returns whether it grew.
+/// Gives the units of the one-block span at `p` (of `class`, freed) back to
+/// the pool, keeping their pages while [`KEPT_UNITS_MAX`] allows.
+fn release_span(p: *mut c_void, class: usize) {
+    let (head, _) = position(p as usize, class);
+    let units = span_units(class);
+    let release = |free_units: &mut FreeUnits, kept: bool| {
+        for entry in &UNIT_CLASS[head..head + units] {
+            entry.store(0, Ordering::Release);
+        }
+        free_units.give_back(head, head + units, kept);
+    };
+    let kept = LISTS.span_lock.with(|free_units| {
+        let keep = free_units.kept_units + units <= KEPT_UNITS_MAX;
+        if keep {
+            release(free_units, true);
+        }
+        keep
+    });
+    if !kept {
+        // Outside the lock: dropping many pages takes a while. The units are
+        // not free yet, so nothing else can take them meanwhile.
+        // SAFETY: the span's pages are ours alone now; they read as zero
+        // when next touched.
+        unsafe { libc::madvise(p, units * UNIT, libc::MADV_DONTNEED) };
+        LISTS.span_lock.with(|free_units| release(free_units, false));
+    }
+}
+
+/// Grows the block at `p` of `class` (one with a span of its own) in place
+/// to hold `size` bytes when the units after its span are free or never
+/// used, as glibc grows a block into free memory after it. Returns whether
+/// it grew.
 ///
 /// # Safety
 /// `p` must be a live block of `class`, owned by the caller.
@@ -205,24 +350,20 @@ pub unsafe fn grow_in_place(p: *mut c_void, class: usize, size: usize) -> bool {
         return false;
     }
     let (head, _) = position(p as usize, class);
-    let (units, new_units) = (span_units(class), span_units(new_class));
-    LISTS.span_lock.with(|_| {
-        if head + units != UNITS_USED.load(Ordering::Relaxed) || head + new_units > UNITS {
+    let (from, to) = (head + span_units(class), head + span_units(new_class));
+    LISTS.span_lock.with(|free_units| {
+        let used = UNITS_USED.load(Ordering::Relaxed);
+        if !free_units.all_free(from, to, used) {
             return false;
         }
-        if new_units > units {
-            let base = REGION_BASE.load(Ordering::Relaxed);
-            if !address_space::commit(base + (head + units) * UNIT, (new_units - units) * UNIT) {
-                return false;
-            }
-            mark_continuation(head + units..head + new_units);
+        if free_units.take(from, to, used).is_none() {
+            return false;
         }
+        mark_continuation(from..to);
         // The collector's hook sees the old size or the new one; both lie in
-        // committed memory, and the new part holds nothing yet. The old
-        // class's carving range still ends at the old block: it carves
-        // nothing more from this span.
+        // committed memory of this block. The new part may hold what a
+        // freed block left there, as glibc's realloc does.
         UNIT_CLASS[head].store(new_class as u8 + 1, Ordering::Release);
-        UNITS_USED.store(head + new_units, Ordering::Release);
         LIVE_BYTES.fetch_add(block_size(new_class) - block_size(class), Ordering::Relaxed);
         true
     })
@@ -232,6 +373,14 @@ pub unsafe fn grow_in_place(p: *mut c_void, class: usize, size: usize) -> bool {
 /// the region cannot serve it.
 pub fn allocate(class: usize) -> Option<(*mut c_void, bool)> {
     let size = block_size(class);
+    if blocks_per_span(class) == 1 {
+        let (p, zeroed) = claim_span(class, |free_units, used| {
+            free_units.first_fit(span_units(class), used)
+        })?;
+        set_live(p, class, true);
+        LIVE_BYTES.fetch_add(size, Ordering::Relaxed);
+        return Some((p as *mut c_void, zeroed));
+    }
     let taken = LISTS.classes[class].with(|central| take(central, size));
     let (p, zeroed) = match taken {
         Some(block) => block,
@@ -281,6 +430,10 @@ pub unsafe fn free(p: *mut c_void, class: usize) {
     let size = block_size(class);
     set_live(p as usize, class, false);
     LIVE_BYTES.fetch_sub(size, Ordering::Relaxed);
+    if blocks_per_span(class) == 1 {
+        release_span(p, class);
+        return;
+    }
     if size > RETURN_ABOVE {
         // SAFETY: the block's pages are ours alone now; they read as zero
         // when next touched.
@@ -342,5 +495,39 @@ mod tests {
             assert!(blocks_per_span(class) >= 1);
             assert!(blocks_per_span(class) <= MAX_BLOCKS_PER_SPAN);
         }
+    }
+
+    #[test]
+    fn first_fit_takes_the_lowest_free_run_long_enough() {
+        let mut units = FreeUnits::new();
+        units.give_back(3, 5, false);
+        units.give_back(10, 14, true);
+        units.give_back(60, 70, false); // across a word boundary
+        units.give_back(90, 100, false); // up to the used units' end
+        let used = 100;
+        assert_eq!(units.first_fit(1, used), 3);
+        assert_eq!(units.first_fit(2, used), 3);
+        assert_eq!(units.first_fit(3, used), 10);
+        assert_eq!(units.first_fit(5, used), 60);
+        assert_eq!(units.first_fit(10, used), 60);
+        // The run at the end goes on into never-used units.
+        assert_eq!(units.first_fit(11, used), 90);
+        assert_eq!(units.first_fit(200, used), 90);
+        assert_eq!(units.first_fit(11, used + 1), used + 1);
+        assert_eq!(FreeUnits::new().first_fit(4, 0), 0);
+        assert_eq!(FreeUnits::new().first_fit(4, 7), 7);
+
+        assert!(units.all_free(60, 70, used));
+        assert!(!units.all_free(59, 70, used));
+        assert!(units.all_free(95, 130, used));
+        assert!(!units.all_free(UNITS - 1, UNITS + 1, UNITS));
+
+        // Taking kept units says they may hold old bytes.
+        assert_eq!(units.kept_units, 4);
+        assert_eq!(units.take(10, 12, used), Some(false));
+        assert_eq!(units.take(3, 5, used), Some(true));
+        assert_eq!(units.kept_units, 2);
+        assert_eq!(units.first_fit(2, used), 12);
+        assert_eq!(units.first_fit(3, used), 60);
     }
 }

@@ -261,7 +261,7 @@ pub unsafe fn clear_block(p: *mut c_void, class: usize) {
     }
 }
 
-static LISTS: CentralLists<CLASSES> = CentralLists::new();
+static LISTS: CentralLists<CLASSES> = CentralLists::new(());
 
 pub fn lock_all_for_fork() {
     LISTS.lock_all_for_fork();
