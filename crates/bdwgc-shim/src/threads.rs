@@ -281,7 +281,9 @@ pub unsafe fn create(
     let c_start = unsafe { core::mem::transmute::<StartRoutine, CStartRoutine>(start) };
     if me.bypass.get() != 0 {
         // The shim is inside libgc (initialization): this is libgc's call.
-        init::observe_libgc_start_routine(start as usize);
+        if init::observe_libgc_start_routine(start as usize) {
+            return libc::EAGAIN;
+        }
         // SAFETY: caller's contract.
         return unsafe { real_create(thread, attr, c_start, arg) };
     }
