@@ -14,7 +14,7 @@
 
 use core::ffi::c_void;
 use core::ptr;
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 /// Bytes committed so far.
 static COMMITTED: AtomicUsize = AtomicUsize::new(0);
@@ -30,6 +30,38 @@ pub fn reserve(size: usize) -> Option<usize> {
         return None;
     }
     map_anonymous(size, libc::PROT_NONE).map(|base| base as usize)
+}
+
+/// Reserves `size` bytes of address space followed by `table_len` bytes of
+/// zeroed memory for the region's table of a byte per span; returns the
+/// region's start. The table is kept out of the library's static data,
+/// which libgc scans at every collection, and stays one add away from the
+/// region's start ([`table_byte`]). Reserves nothing under an
+/// address-space limit.
+pub fn reserve_with_table(size: usize, table_len: usize) -> Option<usize> {
+    let base = reserve(size + table_len)?;
+    // SAFETY: the table's part of the reservation just made, used by
+    // nothing yet.
+    let rc = unsafe {
+        libc::mprotect(
+            (base + size) as *mut c_void,
+            table_len,
+            libc::PROT_READ | libc::PROT_WRITE,
+        )
+    };
+    (rc == 0).then_some(base)
+}
+
+/// Byte `index` of the table after the region of `size` bytes at `base`.
+///
+/// # Safety
+/// `base` must come from [`reserve_with_table`]`(size, len)` with
+/// `index < len`.
+#[inline(always)]
+pub unsafe fn table_byte(base: usize, size: usize, index: usize) -> &'static AtomicU8 {
+    // SAFETY: the byte lies in the table, mapped readable and writable for
+    // the life of the process (caller's contract); atomics may be shared.
+    unsafe { &*((base + size + index) as *const AtomicU8) }
 }
 
 /// Maps `size` bytes of zeroed memory for the shim's own tables (not
@@ -55,13 +87,14 @@ fn map_anonymous(size: usize, protection: i32) -> Option<*mut c_void> {
     (p != libc::MAP_FAILED).then_some(p)
 }
 
-/// The offset of `p` in the region of `size` bytes starting at `base`, or
-/// `None` when `p` lies outside it (or the region was never reserved).
+/// The start of the region of `size` bytes at `base` and the offset of `p`
+/// in it, or `None` when `p` lies outside it (or the region was never
+/// reserved).
 #[inline(always)]
-pub fn offset_in(base: &AtomicUsize, size: usize, p: *mut c_void) -> Option<usize> {
+pub fn offset_in(base: &AtomicUsize, size: usize, p: *mut c_void) -> Option<(usize, usize)> {
     let base = base.load(Ordering::Relaxed);
     let offset = (p as usize).wrapping_sub(base);
-    (base != 0 && offset < size).then_some(offset)
+    (base != 0 && offset < size).then_some((base, offset))
 }
 
 /// Makes `[start, start + len)`, inside a reservation and not committed

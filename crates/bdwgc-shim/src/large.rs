@@ -54,21 +54,30 @@ const RETURN_ABOVE: usize = 1 << 20;
 /// glibc keeps free at the top of its heap (twice its largest mmap
 /// threshold, 32 MiB).
 const KEPT_UNITS_MAX: usize = (64 << 20) / UNIT;
-/// `UNIT_CLASS` of a unit that continues a multi-unit span.
+/// The [`unit_class`] entry of a unit that continues a multi-unit span.
 const CONTINUATION: u8 = u8::MAX;
 
+/// The region's start; after its end, a byte per unit ([`unit_class`]).
 static REGION_BASE: AtomicUsize = AtomicUsize::new(0);
 /// Units handed out so far (all committed).
 static UNITS_USED: AtomicUsize = AtomicUsize::new(0);
-/// Per unit: its span's class plus one on a span's first unit,
-/// `CONTINUATION` on the others, 0 when unused.
-static UNIT_CLASS: [AtomicU8; UNITS] = [const { AtomicU8::new(0) }; UNITS];
 /// Per span (indexed by its first unit): one bit per block, set while the
 /// block is allocated. Read by the collector's hook with the world stopped.
 /// Mapped at start-up (7 MiB, touched only where used) rather than static:
 /// libgc scans a library's static data at every collection.
 static LIVE: AtomicPtr<LiveBits> = AtomicPtr::new(ptr::null_mut());
 type LiveBits = [AtomicU64; BITMAP_WORDS];
+
+/// Unit `unit`'s entry in the table after the region at `base`: its span's
+/// class plus one on a span's first unit, `CONTINUATION` on the others, 0
+/// when unused.
+#[inline(always)]
+fn unit_class(base: usize, unit: usize) -> &'static AtomicU8 {
+    debug_assert!(unit < UNITS);
+    // SAFETY: `base` is the published region, reserved with a table of
+    // UNITS bytes.
+    unsafe { address_space::table_byte(base, REGION_SIZE, unit % UNITS) }
+}
 
 /// The live bits of the span whose first unit is `unit`.
 fn live_bits(unit: usize) -> &'static LiveBits {
@@ -106,7 +115,7 @@ fn blocks_per_span(class: usize) -> usize {
 /// Reserves the region; called once during initialization, after the
 /// collector's hook is installed ([`crate::scan`]).
 pub fn reserve_region() {
-    let Some(base) = address_space::reserve(REGION_SIZE) else {
+    let Some(base) = address_space::reserve_with_table(REGION_SIZE, UNITS) else {
         return;
     };
     // Without its table the region stays unpublished: address space only.
@@ -121,12 +130,12 @@ pub fn reserve_region() {
 /// not the start of a block of the region.
 #[inline(always)]
 pub fn class_of_block(p: *mut c_void) -> Option<usize> {
-    let offset = address_space::offset_in(&REGION_BASE, REGION_SIZE, p)?;
-    let class = span_class(&UNIT_CLASS[offset >> UNIT_SHIFT])?;
+    let (base, offset) = address_space::offset_in(&REGION_BASE, REGION_SIZE, p)?;
+    let class = span_class(unit_class(base, offset >> UNIT_SHIFT))?;
     ((offset & (UNIT - 1)) % block_size(class) == 0).then_some(class)
 }
 
-/// The class of the span that starts at a unit, from its `UNIT_CLASS`
+/// The class of the span that starts at a unit, from its [`unit_class`]
 /// entry; `None` for unused and continuation units.
 #[inline(always)]
 fn span_class(entry: &AtomicU8) -> Option<usize> {
@@ -268,9 +277,10 @@ pub fn unlock_all_after_fork() {
     LISTS.unlock_all_after_fork();
 }
 
-fn mark_continuation(units: core::ops::Range<usize>) {
-    for class in &UNIT_CLASS[units] {
-        class.store(CONTINUATION, Ordering::Relaxed);
+/// Sets the class entries of `units` (in the region at `base`) to `entry`.
+fn set_unit_classes(base: usize, units: core::ops::Range<usize>, entry: u8) {
+    for unit in units {
+        unit_class(base, unit).store(entry, Ordering::Release);
     }
 }
 
@@ -300,8 +310,8 @@ fn claim_span(
             return None;
         }
         let zeroed = free_units.take(first, first + units, used)?;
-        mark_continuation(first + 1..first + units);
-        UNIT_CLASS[first].store(class as u8 + 1, Ordering::Release);
+        set_unit_classes(base, first + 1..first + units, CONTINUATION);
+        unit_class(base, first).store(class as u8 + 1, Ordering::Release);
         Some((base + first * UNIT, zeroed))
     })
 }
@@ -311,10 +321,9 @@ fn claim_span(
 fn release_span(p: *mut c_void, class: usize) {
     let (head, _) = position(p as usize, class);
     let units = span_units(class);
+    let base = REGION_BASE.load(Ordering::Relaxed);
     let release = |free_units: &mut FreeUnits, kept: bool| {
-        for entry in &UNIT_CLASS[head..head + units] {
-            entry.store(0, Ordering::Release);
-        }
+        set_unit_classes(base, head..head + units, 0);
         free_units.give_back(head, head + units, kept);
     };
     let kept = LISTS.span_lock.with(|free_units| {
@@ -359,11 +368,12 @@ pub unsafe fn grow_in_place(p: *mut c_void, class: usize, size: usize) -> bool {
         if free_units.take(from, to, used).is_none() {
             return false;
         }
-        mark_continuation(from..to);
+        let base = REGION_BASE.load(Ordering::Relaxed);
+        set_unit_classes(base, from..to, CONTINUATION);
         // The collector's hook sees the old size or the new one; both lie in
         // committed memory of this block. The new part may hold what a
         // freed block left there, as glibc's realloc does.
-        UNIT_CLASS[head].store(new_class as u8 + 1, Ordering::Release);
+        unit_class(base, head).store(new_class as u8 + 1, Ordering::Release);
         LIVE_BYTES.fetch_add(block_size(new_class) - block_size(class), Ordering::Relaxed);
         true
     })
@@ -454,8 +464,8 @@ pub fn push_live_blocks(ranges: &mut Ranges) {
         return;
     }
     let used = UNITS_USED.load(Ordering::Acquire);
-    for (unit, entry) in UNIT_CLASS.iter().enumerate().take(used) {
-        let Some(class) = span_class(entry) else {
+    for unit in 0..used {
+        let Some(class) = span_class(unit_class(base, unit)) else {
             continue;
         };
         let size = block_size(class);

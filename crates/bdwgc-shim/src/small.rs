@@ -74,11 +74,11 @@ fn batch(class: usize) -> u16 {
     thread_limit(class) / 2
 }
 
+/// The region's start; after its end, a byte per span: the span's class
+/// plus one (0: not in use), read through [`span_class_entry`].
 static REGION_BASE: AtomicUsize = AtomicUsize::new(0);
-/// Spans handed out so far (all committed and registered as roots).
+/// Spans handed out so far (all committed).
 static SPANS_USED: AtomicUsize = AtomicUsize::new(0);
-/// Each span's class plus one (0: not in use).
-static SPAN_CLASS: [AtomicU8; MAX_SPANS] = [const { AtomicU8::new(0) }; MAX_SPANS];
 /// The live-byte map: one byte per granule of the region, 1 at the first
 /// granule of each allocated block. Mapped (256 MiB of address space,
 /// touched one page per span in use) rather than static, since libgc scans
@@ -97,7 +97,7 @@ pub fn class_of(size: usize) -> usize {
 /// Reserves the region; called once during initialization, after the
 /// collector's hook is installed ([`crate::scan`]).
 pub fn reserve_region() {
-    let Some(base) = address_space::reserve(REGION_SIZE) else {
+    let Some(base) = address_space::reserve_with_table(REGION_SIZE, MAX_SPANS) else {
         return;
     };
     // Without its map the region stays unpublished: address space only.
@@ -158,7 +158,8 @@ pub fn for_each_live_range(
     let used = SPANS_USED.load(Ordering::Acquire);
     let mut current = (0, 0);
     let first_span = from / GRANULES_PER_SPAN;
-    for (span, entry) in SPAN_CLASS.iter().enumerate().take(used).skip(first_span) {
+    for span in first_span..used {
+        let entry = span_class_entry(base, span);
         // Granules of the first span before `from` are done.
         let skip = if span == first_span {
             from % GRANULES_PER_SPAN
@@ -212,11 +213,20 @@ pub fn for_each_live_range(
 /// region.
 #[inline(always)]
 pub fn class_of_block(p: *mut c_void) -> Option<usize> {
-    let offset = address_space::offset_in(&REGION_BASE, REGION_SIZE, p)?;
-    span_class(&SPAN_CLASS[offset >> SPAN_SHIFT])
+    let (base, offset) = address_space::offset_in(&REGION_BASE, REGION_SIZE, p)?;
+    span_class(span_class_entry(base, offset >> SPAN_SHIFT))
 }
 
-/// The class of a span from its `SPAN_CLASS` entry; `None` when unused.
+/// The class entry of `span` in the region at `base`.
+#[inline(always)]
+fn span_class_entry(base: usize, span: usize) -> &'static AtomicU8 {
+    debug_assert!(span < MAX_SPANS);
+    // SAFETY: `base` is the published region, reserved with a table of
+    // MAX_SPANS bytes; the span index comes from an offset in the region.
+    unsafe { address_space::table_byte(base, REGION_SIZE, span % MAX_SPANS) }
+}
+
+/// The class of a span from its class entry; `None` when unused.
 #[inline(always)]
 fn span_class(entry: &AtomicU8) -> Option<usize> {
     match entry.load(Ordering::Acquire) {
@@ -286,7 +296,7 @@ fn new_span(class: usize) -> Option<(usize, usize)> {
         if !address_space::commit(start, SPAN_SIZE) {
             return None;
         }
-        SPAN_CLASS[index].store(class as u8 + 1, Ordering::Release);
+        span_class_entry(base, index).store(class as u8 + 1, Ordering::Release);
         SPANS_USED.store(index + 1, Ordering::Release);
         Some((start, start + SPAN_SIZE))
     })
