@@ -32,19 +32,22 @@ pub fn reserve(size: usize) -> Option<usize> {
     map_anonymous(size, libc::PROT_NONE).map(|base| base as usize)
 }
 
-/// Reserves `size` bytes of address space followed by `table_len` bytes of
-/// zeroed memory for the region's table of a byte per span; returns the
-/// region's start. The table is kept out of the library's static data,
-/// which libgc scans at every collection, and stays one add away from the
-/// region's start ([`table_byte`]). Reserves nothing under an
-/// address-space limit.
+/// Reserves `size` bytes of address space, 2 MiB-aligned (as the kernel
+/// aligns large mappings, for transparent huge pages), preceded by
+/// `table_len` bytes of zeroed memory for the region's table of a byte per
+/// span; returns the region's start. The table is kept out of the library's
+/// static data, which libgc scans at every collection, and an entry is one
+/// load at a small displacement from the region's start ([`table_byte`]).
+/// Reserves nothing under an address-space limit.
 pub fn reserve_with_table(size: usize, table_len: usize) -> Option<usize> {
-    let base = reserve(size + table_len)?;
+    const ALIGN: usize = 2 << 20;
+    let start = reserve(table_len + size + ALIGN)?;
+    let base = (start + table_len).next_multiple_of(ALIGN);
     // SAFETY: the table's part of the reservation just made, used by
     // nothing yet.
     let rc = unsafe {
         libc::mprotect(
-            (base + size) as *mut c_void,
+            (base - table_len) as *mut c_void,
             table_len,
             libc::PROT_READ | libc::PROT_WRITE,
         )
@@ -52,16 +55,17 @@ pub fn reserve_with_table(size: usize, table_len: usize) -> Option<usize> {
     (rc == 0).then_some(base)
 }
 
-/// Byte `index` of the table after the region of `size` bytes at `base`.
+/// Byte `index` of the table of `table_len` bytes before the region at
+/// `base`.
 ///
 /// # Safety
-/// `base` must come from [`reserve_with_table`]`(size, len)` with
-/// `index < len`.
+/// `base` must come from [`reserve_with_table`]`(_, table_len)`, and
+/// `index < table_len`.
 #[inline(always)]
-pub unsafe fn table_byte(base: usize, size: usize, index: usize) -> &'static AtomicU8 {
+pub unsafe fn table_byte(base: usize, table_len: usize, index: usize) -> &'static AtomicU8 {
     // SAFETY: the byte lies in the table, mapped readable and writable for
     // the life of the process (caller's contract); atomics may be shared.
-    unsafe { &*((base + size + index) as *const AtomicU8) }
+    unsafe { &*((base - table_len + index) as *const AtomicU8) }
 }
 
 /// Maps `size` bytes of zeroed memory for the shim's own tables (not

@@ -57,7 +57,7 @@ const KEPT_UNITS_MAX: usize = (64 << 20) / UNIT;
 /// The [`unit_class`] entry of a unit that continues a multi-unit span.
 const CONTINUATION: u8 = u8::MAX;
 
-/// The region's start; after its end, a byte per unit ([`unit_class`]).
+/// The region's start; before it, a byte per unit ([`unit_class`]).
 static REGION_BASE: AtomicUsize = AtomicUsize::new(0);
 /// Units handed out so far (all committed).
 static UNITS_USED: AtomicUsize = AtomicUsize::new(0);
@@ -68,7 +68,7 @@ static UNITS_USED: AtomicUsize = AtomicUsize::new(0);
 static LIVE: AtomicPtr<LiveBits> = AtomicPtr::new(ptr::null_mut());
 type LiveBits = [AtomicU64; BITMAP_WORDS];
 
-/// Unit `unit`'s entry in the table after the region at `base`: its span's
+/// Unit `unit`'s entry in the table before the region at `base`: its span's
 /// class plus one on a span's first unit, `CONTINUATION` on the others, 0
 /// when unused.
 #[inline(always)]
@@ -76,7 +76,7 @@ fn unit_class(base: usize, unit: usize) -> &'static AtomicU8 {
     debug_assert!(unit < UNITS);
     // SAFETY: `base` is the published region, reserved with a table of
     // UNITS bytes.
-    unsafe { address_space::table_byte(base, REGION_SIZE, unit % UNITS) }
+    unsafe { address_space::table_byte(base, UNITS, unit % UNITS) }
 }
 
 /// The live bits of the span whose first unit is `unit`.

@@ -74,7 +74,7 @@ fn batch(class: usize) -> u16 {
     thread_limit(class) / 2
 }
 
-/// The region's start; after its end, a byte per span: the span's class
+/// The region's start; before it, a byte per span: the span's class
 /// plus one (0: not in use), read through [`span_class_entry`].
 static REGION_BASE: AtomicUsize = AtomicUsize::new(0);
 /// Spans handed out so far (all committed).
@@ -223,7 +223,7 @@ fn span_class_entry(base: usize, span: usize) -> &'static AtomicU8 {
     debug_assert!(span < MAX_SPANS);
     // SAFETY: `base` is the published region, reserved with a table of
     // MAX_SPANS bytes; the span index comes from an offset in the region.
-    unsafe { address_space::table_byte(base, REGION_SIZE, span % MAX_SPANS) }
+    unsafe { address_space::table_byte(base, MAX_SPANS, span % MAX_SPANS) }
 }
 
 /// The class of a span from its class entry; `None` when unused.
