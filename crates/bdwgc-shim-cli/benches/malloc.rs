@@ -50,16 +50,19 @@ fn measure(program: &Path, args: &[&str], preload: Option<&Path>) -> Vec<f64> {
     }
 }
 
-/// Wall-clock milliseconds to start and end `program` once (median of 50).
-fn startup_ms(program: &Path, preload: Option<&Path>) -> f64 {
-    let runs: Vec<f64> = (0..50)
-        .map(|_| {
+/// Wall-clock milliseconds to start and end each program once (with its
+/// library preloaded, if any): medians of 200 rounds that alternate
+/// between them, since a start takes only about a millisecond.
+fn startup_ms(programs: [(&Path, Option<&Path>); 4]) -> [f64; 4] {
+    let mut times: [Vec<f64>; 4] = Default::default();
+    for _ in 0..200 {
+        for (i, (program, preload)) in programs.iter().enumerate() {
             let start = std::time::Instant::now();
-            measure(program, &["hello"], preload);
-            start.elapsed().as_secs_f64() * 1000.0
-        })
-        .collect();
-    median(runs)
+            measure(program, &["hello"], *preload);
+            times[i].push(start.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    times.map(median)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -211,12 +214,12 @@ fn main() {
     );
     println!();
     header("start-up, ms");
-    let startup = [
-        startup_ms(&work.plain, None),
-        startup_ms(&work.direct, None),
-        startup_ms(&work.plain, Some(&library)),
-        startup_ms(&work.linked, None),
-    ];
+    let startup = startup_ms([
+        (&work.plain, None),
+        (&work.direct, None),
+        (&work.plain, Some(&library)),
+        (&work.linked, None),
+    ]);
     row(&mut Vec::new(), "hello (spawn to exit)", startup);
 
     let chart = repo_root().join("docs/bench.png");
