@@ -146,10 +146,43 @@ libgc_weak_functions! {
     ) -> *mut MarkStackEntry;
 }
 
+// libgc's variables are referenced weakly too: each entry is the address of
+// one variable, or 0.
+core::arch::global_asm!(
+    ".pushsection .data.rel.ro.bdwgc_shim_libgc,\"aw\",@progbits",
+    ".p2align 3",
+    ".weak GC_stackbottom",
+    ".globl bdwgc_shim_weak_GC_stackbottom",
+    ".hidden bdwgc_shim_weak_GC_stackbottom",
+    "bdwgc_shim_weak_GC_stackbottom:",
+    ".quad GC_stackbottom",
+    ".popsection",
+);
+
+/// The weak references to libgc's variables: null when the program links no
+/// libgc.
+#[allow(non_upper_case_globals)]
+pub mod libgc_variables {
+    use core::ffi::c_void;
+    extern "C" {
+        /// `char *GC_stackbottom` (gc.h): the cold end of the main thread's
+        /// stack, which a client may set before the collector starts. gc.h
+        /// marks it deprecated for `GC_set_stackbottom(NULL, sb)`, which
+        /// stores the same variable before initialization; the variable
+        /// also shows whether the program set it.
+        #[link_name = "bdwgc_shim_weak_GC_stackbottom"]
+        pub static GC_stackbottom: *mut *mut c_void;
+    }
+}
+
 /// glibc's own allocator, under the names glibc exports for interposers.
 pub mod glibc {
     use core::ffi::c_void;
     extern "C" {
+        /// Where the main thread's stack began when the process started (the
+        /// address of `argc`), set by the dynamic loader (exported by
+        /// ld.so, and by libc.a in static programs).
+        pub static __libc_stack_end: *mut c_void;
         #[link_name = "__libc_malloc"]
         pub fn malloc(size: usize) -> *mut c_void;
         #[link_name = "__libc_calloc"]
@@ -221,6 +254,25 @@ pub mod gc {
     }
     pub fn set_handle_fork(value: c_int) {
         call!(GC_set_handle_fork(value) or ())
+    }
+    /// Sets libgc's `GC_stackbottom` (the cold end of the main thread's
+    /// stack) unless the program set it. Only before `GC_init`, on the main
+    /// thread.
+    pub fn set_stackbottom_if_unset(bottom: *mut c_void) {
+        // SAFETY: the table entry is set by the linker or loader before any
+        // code ran (see gc_fn!).
+        let variable = unsafe { super::libgc_variables::GC_stackbottom };
+        if variable.is_null() {
+            return;
+        }
+        // SAFETY: `variable` is libgc's exported `char *GC_stackbottom`,
+        // which gc.h lets a client set before the collector starts; libgc
+        // does not run yet, so nothing else reads or writes it now.
+        unsafe {
+            if variable.read().is_null() {
+                variable.write(bottom);
+            }
+        }
     }
     pub fn allow_register_threads() {
         call!(GC_allow_register_threads() or ())
