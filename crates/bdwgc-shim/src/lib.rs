@@ -52,7 +52,10 @@
 //! block holds its last owner's bytes, as with glibc. Larger and
 //! over-aligned blocks take libgc's allocation lock. The regions reserve
 //! 4 GiB and 64 GiB of address space; small-block memory is never returned
-//! to the system, large blocks above 1 MiB are when freed. malloc memory is
+//! to the system, large blocks above 1 MiB are when freed (beyond 64 MiB of
+//! freed blocks above 2 MiB, which keep their pages for reuse). The shim
+//! sets libgc's main-thread stack bottom to glibc's `__libc_stack_end`
+//! unless the program did. malloc memory is
 //! scanned at every collection. Memory glibc handed out before the collector
 //! was initialized stays unscanned until it is reallocated. Threads started
 //! with raw `clone`, and pointers hidden from a conservative scan (XOR-ed,
