@@ -65,8 +65,10 @@ pub fn proc_descriptor(index: u32, env: usize) -> usize {
 /// libgc's `GC_SUCCESS`.
 pub const GC_SUCCESS: c_int = 0;
 
-macro_rules! libgc_weak_functions {
-    ($( fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)?; )*) => {
+/// One table entry per libgc symbol, `bdwgc_shim_weak_<name>`: the
+/// symbol's address, or 0 when the program links no libgc.
+macro_rules! weak_references {
+    ($($name:ident),*) => {
         core::arch::global_asm!(
             ".pushsection .data.rel.ro.bdwgc_shim_libgc,\"aw\",@progbits",
             ".p2align 3",
@@ -79,6 +81,12 @@ macro_rules! libgc_weak_functions {
             )*
             ".popsection",
         );
+    };
+}
+
+macro_rules! libgc_weak_functions {
+    ($( fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)?; )*) => {
+        weak_references!($($name),*);
 
         /// The weak references: `None` when the program links no libgc.
         #[allow(non_upper_case_globals)]
@@ -146,18 +154,8 @@ libgc_weak_functions! {
     ) -> *mut MarkStackEntry;
 }
 
-// libgc's variables are referenced weakly too: each entry is the address of
-// one variable, or 0.
-core::arch::global_asm!(
-    ".pushsection .data.rel.ro.bdwgc_shim_libgc,\"aw\",@progbits",
-    ".p2align 3",
-    ".weak GC_stackbottom",
-    ".globl bdwgc_shim_weak_GC_stackbottom",
-    ".hidden bdwgc_shim_weak_GC_stackbottom",
-    "bdwgc_shim_weak_GC_stackbottom:",
-    ".quad GC_stackbottom",
-    ".popsection",
-);
+// libgc's variables are referenced weakly too.
+weak_references!(GC_stackbottom);
 
 /// The weak references to libgc's variables: null when the program links no
 /// libgc.
