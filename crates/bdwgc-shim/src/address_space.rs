@@ -43,16 +43,22 @@ pub fn reserve_with_table(size: usize, table_len: usize) -> Option<usize> {
     const ALIGN: usize = 2 << 20;
     let start = reserve(table_len + size + ALIGN)?;
     let base = (start + table_len).next_multiple_of(ALIGN);
-    // SAFETY: the table's part of the reservation just made, used by
-    // nothing yet.
+    make_writable(base - table_len, table_len).then_some(base)
+}
+
+/// Makes `[start, start + len)`, in a reservation of ours that nothing uses
+/// yet, readable and writable.
+fn make_writable(start: usize, len: usize) -> bool {
+    // SAFETY: the range lies in a reservation of ours that nothing uses yet
+    // (caller's contract); it becomes zero-filled memory.
     let rc = unsafe {
         libc::mprotect(
-            (base - table_len) as *mut c_void,
-            table_len,
+            start as *mut c_void,
+            len,
             libc::PROT_READ | libc::PROT_WRITE,
         )
     };
-    (rc == 0).then_some(base)
+    rc == 0
 }
 
 /// Byte `index` of the table of `table_len` bytes before the region at
@@ -104,18 +110,7 @@ pub fn offset_in(base: &AtomicUsize, size: usize, p: *mut c_void) -> Option<(usi
 /// Makes `[start, start + len)`, inside a reservation and not committed
 /// before, readable and writable (zero-filled on first touch).
 pub fn commit(start: usize, len: usize) -> bool {
-    if !within_address_limit(len) {
-        return false;
-    }
-    // SAFETY: the range lies in a reservation of ours that nothing uses yet.
-    let rc = unsafe {
-        libc::mprotect(
-            start as *mut c_void,
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-        )
-    };
-    if rc != 0 {
+    if !within_address_limit(len) || !make_writable(start, len) {
         return false;
     }
     COMMITTED.fetch_add(len, Ordering::Relaxed);
