@@ -339,7 +339,9 @@ fn release_span(p: *mut c_void, class: usize) {
         // SAFETY: the span's pages are ours alone now; they read as zero
         // when next touched.
         unsafe { libc::madvise(p, units * UNIT, libc::MADV_DONTNEED) };
-        LISTS.span_lock.with(|free_units| release(free_units, false));
+        LISTS
+            .span_lock
+            .with(|free_units| release(free_units, false));
     }
 }
 
