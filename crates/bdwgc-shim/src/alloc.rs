@@ -25,7 +25,7 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 use crate::large::{self, MAX_LARGE};
 use crate::small::{self, MAX_SMALL};
 use crate::sys::{gc, glibc};
-use crate::tls::{self, ThreadState, MODE_COLLECTOR};
+use crate::tls::{self, ThreadState, MODE_COLLECTOR, MODE_PENDING};
 use crate::{address_space, init, real, stats, threads};
 
 /// glibc's malloc alignment on 64-bit targets; libgc's granule is the same.
@@ -47,10 +47,17 @@ fn errno() -> i32 {
     unsafe { *libc::__errno_location() }
 }
 
-/// Whether allocations on this thread go to the collector now.
+/// Whether allocations on this thread go to scanned memory now (the
+/// regions, and libgc once the thread is registered).
 #[inline(always)]
 fn use_collector(me: &ThreadState) -> bool {
-    me.bypass.get() == 0 && threads::registered_for_allocation(me)
+    me.bypass.get() == 0 && threads::allocates_through_shim(me)
+}
+
+/// Whether this thread may allocate from libgc itself: registered (an
+/// allocation may collect, which an unknown thread must not start).
+fn registered(me: &ThreadState) -> bool {
+    me.mode.get() == MODE_COLLECTOR
 }
 
 /// Whether the collector can be called to free memory on this thread now.
@@ -62,7 +69,7 @@ fn can_call_collector(me: &ThreadState) -> bool {
 /// The collector object containing `p`, or null for glibc memory.
 #[inline(always)]
 fn collector_base(p: *mut c_void) -> *mut c_void {
-    if init::is_ready() {
+    if init::is_serving() {
         gc::base(p)
     } else {
         ptr::null_mut()
@@ -71,7 +78,7 @@ fn collector_base(p: *mut c_void) -> *mut c_void {
 
 #[cold]
 fn libc_counted() {
-    stats::count_libc(!init::is_ready());
+    stats::count_libc(!init::is_serving());
 }
 
 /// What a new block must hold.
@@ -89,7 +96,8 @@ enum Contents {
 #[inline(always)]
 fn cached_small_block(me: &ThreadState, size: usize, contents: Contents) -> *mut c_void {
     if size > MAX_SMALL
-        || !small_cache_usable(me)
+        || me.mode.get() != MODE_COLLECTOR
+        || me.bypass.get() != 0
         || !DEFERRED_FREES.load(Ordering::Relaxed).is_null()
     {
         return ptr::null_mut();
@@ -118,18 +126,25 @@ fn hand_out_small(
 }
 
 /// Whether this thread's block cache may be used now: the thread allocates
-/// from the collector (and so its exit destructor is armed to flush the
-/// cache) and is not inside libgc.
+/// from the regions (and so its exit destructor is armed to flush the
+/// cache), registered or pending, and is not inside libgc.
 #[inline(always)]
 fn small_cache_usable(me: &ThreadState) -> bool {
-    me.mode.get() == MODE_COLLECTOR && me.bypass.get() == 0
+    matches!(me.mode.get(), MODE_COLLECTOR | MODE_PENDING) && me.bypass.get() == 0
 }
 
 fn collector_malloc(me: &ThreadState, size: usize, contents: Contents) -> *mut c_void {
     release_deferred_frees();
     if size <= MAX_SMALL {
         let class = small::class_of(size);
-        let p = hand_out_small(me, me.cache.allocate_or_refill(class), class, contents);
+        let mut block = me.cache.allocate(class);
+        if block.is_null() {
+            // Now and then (a refill), make sure a thread the program
+            // registered itself has not been unregistered since.
+            threads::recheck_registration(me);
+            block = me.cache.allocate_or_refill(class);
+        }
+        let p = hand_out_small(me, block, class, contents);
         if !p.is_null() {
             return p;
         }
@@ -144,8 +159,25 @@ fn collector_malloc(me: &ThreadState, size: usize, contents: Contents) -> *mut c
             return p;
         }
     }
+    if !registered(me) {
+        // Not registered yet: glibc's memory, unscanned (see README Limits).
+        return libc_malloc(size, contents);
+    }
     // libgc's blocks are always handed out zeroed.
     libgc_malloc(me, size.max(1))
+}
+
+/// A block from glibc, for a thread whose allocations cannot go to scanned
+/// memory now.
+fn libc_malloc(size: usize, contents: Contents) -> *mut c_void {
+    libc_counted();
+    // SAFETY: plain calls into glibc's allocator.
+    unsafe {
+        match contents {
+            Contents::Any => glibc::malloc(size),
+            Contents::Zeroed => glibc::calloc(1, size),
+        }
+    }
 }
 
 /// A block of `size` bytes (at least 1) from `GC_malloc_uncollectable`.
@@ -482,7 +514,7 @@ fn aligned(align: usize, size: usize) -> *mut c_void {
         return ptr::null_mut();
     }
     let me = tls::current();
-    if use_collector(me) {
+    if use_collector(me) && registered(me) {
         return collector_aligned(me, align, size);
     }
     libc_counted();

@@ -160,7 +160,7 @@ fn fail_with_errno(value: c_int) -> c_int {
 /// # Safety
 /// `set` must be null or valid.
 unsafe fn filtered_mask(how: c_int, set: *const libc::sigset_t) -> Option<libc::sigset_t> {
-    if !crate::init::is_ready() || tls::current().bypass.get() != 0 {
+    if !crate::init::is_serving() || tls::current().bypass.get() != 0 {
         return None;
     }
     // SAFETY: caller's contract.

@@ -30,7 +30,9 @@ pub unsafe fn dlopen(file: *const c_char, mode: c_int) -> *mut c_void {
         // This call comes from inside GC_dlopen, below.
         return real_dlopen(file, mode);
     }
-    if !init::is_ready() || me.bypass.get() != 0 {
+    // Before libgc is initialized there is no collection to hold off (and
+    // GC_dlopen must not initialize it on the program's behalf).
+    if !init::libgc_initialized() || me.bypass.get() != 0 {
         return real_dlopen(file, mode);
     }
     if gc::has_dlopen() {

@@ -1,38 +1,59 @@
-//! Start-up: initializing the collector on the main thread, and learning
-//! which `pthread_create` calls come from libgc itself.
+//! Start-up in two steps, so that libgc's initialization stays the
+//! program's: every setting libgc documents as "before `GC_INIT`"
+//! (`GC_set_all_interior_pointers`, the stop-the-world signals,
+//! `GC_set_handle_fork`, the main stack's bottom, ...) is the program's to
+//! make, and the shim never calls `GC_init`.
+//!
+//! 1. **Set-up**, from the shim's constructor, before `main`: binds libc's
+//!    functions, reserves the regions, and installs the collector's
+//!    root-pushing hook (`GC_set_push_other_roots` is a plain store into a
+//!    variable libgc initializes statically and `GC_init` never resets;
+//!    it changes no setting the program makes). From here on malloc is
+//!    served from the regions, whose live blocks are scanned from libgc's
+//!    very first collection, whenever the program initializes libgc.
+//! 2. **Adoption**, when the shim first sees libgc initialized, on a hook
+//!    call from a thread libgc knows (normally the thread that called
+//!    `GC_INIT`, at its next allocation): allows thread registration, learns
+//!    libgc's thread start routine, sets up the small region's mark
+//!    procedure and records the collector's signals. Threads are registered
+//!    from then on. Adoption runs only on a registered thread because
+//!    `GC_init` marks libgc initialized before it sets up its threads:
+//!    another thread could otherwise see it half done.
 //!
 //! libgc calls the plain `pthread_create`, so the shim's hook also receives
-//! libgc's own calls: the one inside `GC_pthread_create` (whose start routine,
-//! libgc's `GC_start_routine`, registers the thread itself) and the creation
-//! of parallel-marker threads (made with libgc's allocation lock held; those
-//! threads must never be registered). Neither start routine is exported, so
-//! the shim watches for them during initialization: `GC_allow_register_threads`
-//! starts the markers, and one probe call to `GC_pthread_create` shows the
-//! other (the hook then declines to create the thread: a thread's start-up
-//! and exit cost ~0.15 ms, a tenth of a hello-world's run). Later calls with
-//! those start routines are libgc's own.
+//! libgc's own calls: the one inside `GC_pthread_create` (whose start
+//! routine, libgc's `GC_start_routine`, registers the thread itself) and the
+//! creation of parallel-marker threads (made with libgc's allocation lock
+//! held; those threads must never be registered). Neither start routine is
+//! exported. Markers are known by when they are created: libgc sets its
+//! marker count (`GC_get_parallel`) just before creating them, so the first
+//! creation that sees it set, with the marker's index as argument, is a
+//! marker's. `GC_start_routine` is learnt at adoption from one probe call to
+//! `GC_pthread_create` (the hook then declines to create the thread).
 
 use core::ffi::c_void;
 use core::ptr;
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use crate::sys::gc;
+use crate::tls::ThreadState;
 use crate::{large, real, scan, signals, small, stats, threads, tls};
 
 const UNINITIALIZED: u8 = 0;
-const INITIALIZING: u8 = 1;
-const READY: u8 = 2;
+const SETTING_UP: u8 = 1;
+/// Set up: the regions serve malloc; libgc not taken up yet.
+const SERVING: u8 = 2;
+const ADOPTING: u8 = 3;
+/// libgc taken up: threads are registered.
+const READY: u8 = 4;
 /// No usable libgc in this process: every hook passes straight to libc.
-const DISABLED: u8 = 3;
+const DISABLED: u8 = 5;
 
 static STATE: AtomicU8 = AtomicU8::new(UNINITIALIZED);
 
-/// Which libgc start routine a `pthread_create` call made under the shim's
-/// bypass flag belongs to, while initialization watches for them.
-const LEARN_NOTHING: u8 = 0;
-const LEARN_MARKER: u8 = 1;
-const LEARN_GC_START: u8 = 2;
-static LEARNING: AtomicU8 = AtomicU8::new(LEARN_NOTHING);
+/// Whether a `pthread_create` call made under the shim's bypass flag is
+/// the adoption's probe of `GC_pthread_create`.
+static PROBING: AtomicU8 = AtomicU8::new(0);
 static MARKER_START: AtomicUsize = AtomicUsize::new(0);
 static GC_START: AtomicUsize = AtomicUsize::new(0);
 
@@ -47,20 +68,44 @@ pub enum StartRoutineOwner {
     Other,
 }
 
-/// True once the collector is initialized and the hooks route through it.
+/// True once libgc is taken up and threads are registered.
 #[inline(always)]
 pub fn is_ready() -> bool {
     STATE.load(Ordering::Acquire) == READY
+}
+
+/// True once the shim is set up in a process that links libgc: the
+/// regions serve malloc, whether or not libgc is initialized yet.
+#[inline(always)]
+pub fn is_serving() -> bool {
+    matches!(STATE.load(Ordering::Acquire), SERVING | ADOPTING | READY)
 }
 
 pub fn is_uninitialized() -> bool {
     STATE.load(Ordering::Acquire) == UNINITIALIZED
 }
 
-pub fn owner_of(start: usize) -> StartRoutineOwner {
-    if start != 0 && start == MARKER_START.load(Ordering::Relaxed) {
-        StartRoutineOwner::LibgcMarker
-    } else if start != 0 && start == GC_START.load(Ordering::Relaxed) {
+/// Whether libgc has been initialized in a process the shim serves.
+pub fn libgc_initialized() -> bool {
+    is_serving() && gc::is_init_called()
+}
+
+/// Who created a thread with `start` and `arg`. Learns libgc's marker start
+/// routine from the first marker creation.
+pub fn owner_of(start: usize, arg: *mut c_void) -> StartRoutineOwner {
+    let marker = MARKER_START.load(Ordering::Relaxed);
+    if start == marker {
+        return StartRoutineOwner::LibgcMarker;
+    }
+    // libgc passes a marker its index; a real pointer is never below the
+    // first page. Another thread creating a thread with a small integer
+    // argument in the instant between libgc setting its marker count and
+    // creating the first marker would be taken for one.
+    if marker == 0 && is_serving() && (arg as usize) < 4096 && gc::parallel() {
+        MARKER_START.store(start, Ordering::Relaxed);
+        return StartRoutineOwner::LibgcMarker;
+    }
+    if start == GC_START.load(Ordering::Relaxed) && start != 0 {
         StartRoutineOwner::LibgcThread
     } else {
         StartRoutineOwner::Other
@@ -68,28 +113,14 @@ pub fn owner_of(start: usize) -> StartRoutineOwner {
 }
 
 /// Called by the `pthread_create` hook for calls made while the shim itself
-/// is inside libgc: remembers libgc's start routines during initialization.
-/// Returns true for the probe's call, which must create no thread
-/// ([`probe_gc_pthread_create`]).
-pub fn observe_libgc_start_routine(start: usize) -> bool {
-    match LEARNING.load(Ordering::Relaxed) {
-        LEARN_MARKER => {
-            MARKER_START.store(start, Ordering::Relaxed);
-            false
-        }
-        LEARN_GC_START if start != MARKER_START.load(Ordering::Relaxed) => {
-            GC_START.store(start, Ordering::Relaxed);
-            true
-        }
-        _ => false,
+/// is inside libgc: true for the adoption's probe, whose creation must be
+/// refused ([`probe_gc_pthread_create`]) after its start routine is noted.
+pub fn observe_probe(start: usize) -> bool {
+    if PROBING.load(Ordering::Relaxed) == 0 {
+        return false;
     }
-}
-
-/// The main thread's stack end as glibc recorded it at start-up.
-fn stack_end() -> *mut c_void {
-    // SAFETY: a pointer-sized variable the loader set before any code ran
-    // and never changes afterwards.
-    unsafe { crate::sys::glibc::__libc_stack_end }
+    GC_START.store(start, Ordering::Relaxed);
+    true
 }
 
 /// Whether the calling thread is the process's main thread.
@@ -98,13 +129,13 @@ pub fn on_main_thread() -> bool {
     unsafe { libc::syscall(libc::SYS_gettid) as libc::pid_t == libc::getpid() }
 }
 
-/// Initializes the collector and the shim, once. Must run on the main thread
-/// (the thread that runs `GC_init` becomes the collector's main thread).
-pub fn initialize() {
+/// Step 1, once: binds libc, reserves the regions, installs the hook.
+/// Calls nothing in libgc that would initialize it or change its settings.
+pub fn set_up() {
     if STATE
         .compare_exchange(
             UNINITIALIZED,
-            INITIALIZING,
+            SETTING_UP,
             Ordering::AcqRel,
             Ordering::Acquire,
         )
@@ -118,45 +149,67 @@ pub fn initialize() {
         STATE.store(DISABLED, Ordering::Release);
         return;
     }
-    let me = tls::current();
-    me.bypassing(|| {
-        if !gc::is_init_called() {
-            // Needed for fork() in multi-threaded programs; must precede GC_init.
-            gc::set_handle_fork(1);
-            if on_main_thread() {
-                // Where the main stack's frames begin, from glibc: what libgc
-                // itself uses without threads. With threads it would ask
-                // pthread_getattr_np, which reads and parses /proc/self/maps
-                // (0.05-0.1 ms, a tenth of a small program's run), for the
-                // end of the stack mapping: a few KiB higher, past the
-                // argument and environment strings, which hold no GC pointers.
-                gc::set_stackbottom_if_unset(stack_end());
-            }
-        }
-        gc::init();
-        LEARNING.store(LEARN_MARKER, Ordering::Relaxed);
-        gc::allow_register_threads();
-        LEARNING.store(LEARN_GC_START, Ordering::Relaxed);
-        if gc::has_pthread_create() {
-            probe_gc_pthread_create();
-        }
-        LEARNING.store(LEARN_NOTHING, Ordering::Relaxed);
-    });
     // The regions are scanned through libgc's hook, or not used at all.
     if scan::install_hook() {
         small::reserve_region();
         large::reserve_region();
     }
     register_fork_handlers();
-    signals::set_collector_signals(gc::suspend_signal(), gc::restart_signal());
     threads::create_exit_key();
-    signals::unblock_collector_signals();
-    STATE.store(READY, Ordering::Release);
+    STATE.store(SERVING, Ordering::Release);
 }
 
-/// The region allocators' locks must not be held across `fork`.
-/// Registered after GC_init, so these prepare handlers run before libgc's
-/// (which take its lock) and the child handlers after libgc's.
+/// Step 2: takes libgc up if it is initialized and this is a safe moment
+/// (not inside libgc on the shim's behalf, on a thread libgc knows, or
+/// `force`d by the program's own request). Returns whether the shim is
+/// ready now.
+#[inline]
+pub fn adopt_if_initialized(me: &ThreadState, force: bool) -> bool {
+    if is_ready() {
+        return true;
+    }
+    if STATE.load(Ordering::Acquire) != SERVING || me.bypass.get() != 0 {
+        return false;
+    }
+    adopt_slow(me, force)
+}
+
+#[cold]
+fn adopt_slow(me: &ThreadState, force: bool) -> bool {
+    if !gc::is_init_called() {
+        return false;
+    }
+    // GC_thread_is_registered takes libgc's lock; libgc calls none of the
+    // hooks that lead here while it holds it (marker creation bypasses).
+    if !force && !me.bypassing(gc::thread_is_registered) {
+        return false;
+    }
+    if STATE
+        .compare_exchange(SERVING, ADOPTING, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        return is_ready();
+    }
+    me.bypassing(|| {
+        // Starts the markers, unless the program's calls already did.
+        gc::allow_register_threads();
+        if gc::has_pthread_create() {
+            probe_gc_pthread_create();
+        }
+    });
+    scan::set_up_mark_procedure();
+    signals::set_collector_signals(gc::suspend_signal(), gc::restart_signal());
+    if !force {
+        // A registered thread must not block the collector's signals.
+        signals::unblock_collector_signals();
+    }
+    STATE.store(READY, Ordering::Release);
+    true
+}
+
+/// The region allocators' locks must not be held across `fork`. Nothing
+/// holds a region lock while it waits for libgc's lock (nor the reverse),
+/// so the order relative to libgc's own fork handlers does not matter.
 fn register_fork_handlers() {
     extern "C" fn prepare() {
         small::lock_all_for_fork();
@@ -180,18 +233,27 @@ fn probe_gc_pthread_create() {
         ptr::null_mut()
     }
     let mut thread: libc::pthread_t = 0;
+    PROBING.store(1, Ordering::Relaxed);
     // SAFETY: `thread` is a valid out-pointer and `probe_thread` a valid
     // start routine that ignores its argument.
-    if unsafe { gc::pthread_create(&mut thread, probe_thread, ptr::null_mut()) } == 0 {
+    let rc = unsafe { gc::pthread_create(&mut thread, probe_thread, ptr::null_mut()) };
+    PROBING.store(0, Ordering::Relaxed);
+    if rc == 0 {
         // A libgc that did not route the creation through the hook.
         gc::pthread_join(thread);
     }
 }
 
-/// The library constructor: the collector is set up before `main` and before
-/// the constructors of libraries loaded after the shim.
+/// Makes the calling thread known to the collector if the shim can now
+/// (see [`threads::join_collector`]); for the C API and Rust callers.
+pub fn register_current_thread() -> bool {
+    threads::join_collector_forced(tls::current())
+}
+
+/// The library constructor: the shim is set up before `main` and before
+/// the constructors of libraries loaded after it.
 extern "C" fn run_constructor() {
-    initialize();
+    set_up();
 }
 
 #[used]

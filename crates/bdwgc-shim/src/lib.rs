@@ -132,7 +132,7 @@ const VERSION_C: &core::ffi::CStr =
 pub fn is_active() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
     {
-        init::is_ready()
+        init::is_serving()
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64")))]
     {
@@ -160,7 +160,7 @@ pub fn stats() -> Stats {
 pub fn register_current_thread() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
     {
-        threads::join_collector(tls::current())
+        init::register_current_thread()
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64")))]
     {

@@ -54,14 +54,15 @@ static PROGRAM_MIN_BYTES_ALLOCD: AtomicUsize = AtomicUsize::new(0);
 /// The floor the hook set last (0 before the first collection).
 static SET_MIN_BYTES_ALLOCD: AtomicUsize = AtomicUsize::new(0);
 
-/// Installs the hook; called once during initialization, after GC_init.
-/// Returns false when libgc lacks the hook: then nothing in the regions
-/// could be scanned, and they must not be used.
+/// Installs the hook; called once at set-up, before libgc is initialized
+/// (the hook is a plain variable that libgc initializes statically), so
+/// that the regions are scanned from libgc's first collection on, whenever
+/// the program initializes it. Returns false when libgc lacks the hook:
+/// then nothing in the regions could be scanned, and they must not be used.
 pub fn install_hook() -> bool {
     if !gc::has_push_other_roots() {
         return false;
     }
-    set_up_mark_procedure();
     if let Some(previous) = gc::push_other_roots() {
         PREVIOUS_HOOK.store(previous as usize, Ordering::Release);
     }
@@ -70,8 +71,10 @@ pub fn install_hook() -> bool {
 }
 
 /// Registers [`mark_small_region`] and allocates the anchor, an object of a
-/// kind of its own whose descriptor names the procedure.
-fn set_up_mark_procedure() {
+/// kind of its own whose descriptor names the procedure. Needs an
+/// initialized libgc; until then the hook pushes the small region's ranges
+/// itself.
+pub fn set_up_mark_procedure() {
     if !gc::has_mark_procedures() {
         return;
     }

@@ -10,17 +10,25 @@ use core::ptr;
 use core::sync::atomic::{AtomicI32, Ordering};
 
 use crate::real;
+use crate::sys::gc;
 
 static SUSPEND_SIGNAL: AtomicI32 = AtomicI32::new(-1);
 static RESTART_SIGNAL: AtomicI32 = AtomicI32::new(-1);
 
-/// Records the collector's signals, as libgc reports them after `GC_init`.
+/// Records the collector's signals, as libgc reports them once initialized.
 pub fn set_collector_signals(suspend: c_int, restart: c_int) {
     SUSPEND_SIGNAL.store(suspend, Ordering::Relaxed);
     RESTART_SIGNAL.store(restart, Ordering::Relaxed);
 }
 
+/// The collector's two signals; none before libgc is initialized (the
+/// program may still move them then, with `GC_set_suspend_signal`).
 fn collector_signals() -> [c_int; 2] {
+    let suspend = SUSPEND_SIGNAL.load(Ordering::Relaxed);
+    if suspend < 0 && crate::init::libgc_initialized() {
+        // Fixed from libgc's initialization on; the getters take no lock.
+        set_collector_signals(gc::suspend_signal(), gc::restart_signal());
+    }
     [
         SUSPEND_SIGNAL.load(Ordering::Relaxed),
         RESTART_SIGNAL.load(Ordering::Relaxed),

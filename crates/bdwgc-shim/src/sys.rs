@@ -107,7 +107,7 @@ libgc_weak_functions! {
     fn GC_init();
     fn GC_is_init_called() -> c_int;
     fn GC_get_version() -> c_uint;
-    fn GC_set_handle_fork(value: c_int);
+    fn GC_get_parallel() -> c_int;
     fn GC_allow_register_threads();
     fn GC_register_my_thread(sb: *const GcStackBase) -> c_int;
     fn GC_unregister_my_thread() -> c_int;
@@ -154,33 +154,10 @@ libgc_weak_functions! {
     ) -> *mut MarkStackEntry;
 }
 
-// libgc's variables are referenced weakly too.
-weak_references!(GC_stackbottom);
-
-/// The weak references to libgc's variables: null when the program links no
-/// libgc.
-#[allow(non_upper_case_globals)]
-pub mod libgc_variables {
-    use core::ffi::c_void;
-    extern "C" {
-        /// `char *GC_stackbottom` (gc.h): the cold end of the main thread's
-        /// stack, which a client may set before the collector starts. gc.h
-        /// marks it deprecated for `GC_set_stackbottom(NULL, sb)`, which
-        /// stores the same variable before initialization; the variable
-        /// also shows whether the program set it.
-        #[link_name = "bdwgc_shim_weak_GC_stackbottom"]
-        pub static GC_stackbottom: *mut *mut c_void;
-    }
-}
-
 /// glibc's own allocator, under the names glibc exports for interposers.
 pub mod glibc {
     use core::ffi::c_void;
     extern "C" {
-        /// Where the main thread's stack began when the process started (the
-        /// address of `argc`), set by the dynamic loader (exported by
-        /// ld.so, and by libc.a in static programs).
-        pub static __libc_stack_end: *mut c_void;
         #[link_name = "__libc_malloc"]
         pub fn malloc(size: usize) -> *mut c_void;
         #[link_name = "__libc_calloc"]
@@ -208,6 +185,8 @@ macro_rules! gc_fn {
 /// Whether the program links a libgc with everything the shim needs.
 pub fn libgc_is_linked() -> bool {
     gc_fn!(GC_init).is_some()
+        && gc_fn!(GC_is_init_called).is_some()
+        && gc_fn!(GC_get_parallel).is_some()
         && gc_fn!(GC_malloc_uncollectable).is_some()
         && gc_fn!(GC_free).is_some()
         && gc_fn!(GC_base).is_some()
@@ -241,36 +220,19 @@ pub mod gc {
         };
     }
 
-    pub fn init() {
-        call!(GC_init() or ())
-    }
+    /// Whether libgc has been initialized (by the program, or implicitly by
+    /// its first allocation). libgc sets this early in `GC_init`, before
+    /// its thread support is set up. Lock-free.
     pub fn is_init_called() -> bool {
         call!(GC_is_init_called() or 0) != 0
     }
     pub fn version() -> u32 {
         call!(GC_get_version() or 0)
     }
-    pub fn set_handle_fork(value: c_int) {
-        call!(GC_set_handle_fork(value) or ())
-    }
-    /// Sets libgc's `GC_stackbottom` (the cold end of the main thread's
-    /// stack) unless the program set it. Only before `GC_init`, on the main
-    /// thread.
-    pub fn set_stackbottom_if_unset(bottom: *mut c_void) {
-        // SAFETY: the table entry is set by the linker or loader before any
-        // code ran (see gc_fn!).
-        let variable = unsafe { super::libgc_variables::GC_stackbottom };
-        if variable.is_null() {
-            return;
-        }
-        // SAFETY: `variable` is libgc's exported `char *GC_stackbottom`,
-        // which gc.h lets a client set before the collector starts; libgc
-        // does not run yet, so nothing else reads or writes it now.
-        unsafe {
-            if variable.read().is_null() {
-                variable.write(bottom);
-            }
-        }
+    /// Whether libgc's parallel markers are running, or being started: libgc
+    /// sets the count just before it creates them. Lock-free.
+    pub fn parallel() -> bool {
+        call!(GC_get_parallel() or 0) != 0
     }
     pub fn allow_register_threads() {
         call!(GC_allow_register_threads() or ())

@@ -23,7 +23,7 @@ use core::sync::atomic::{AtomicU32, Ordering};
 use crate::init::{self, StartRoutineOwner};
 use crate::real::{self, CStartRoutine};
 use crate::sys::{gc, GcStackBase, StartRoutine};
-use crate::tls::{self, ThreadState, MODE_COLLECTOR, MODE_LIBC, MODE_UNKNOWN};
+use crate::tls::{self, ThreadState, MODE_COLLECTOR, MODE_LIBC, MODE_PENDING, MODE_UNKNOWN};
 use crate::{alloc, signals, stats};
 
 /// glibc's PTHREAD_DESTRUCTOR_ITERATIONS.
@@ -92,40 +92,87 @@ fn leave_collector(me: &ThreadState) {
     }
 }
 
-/// Whether the calling thread may allocate from the collector, registering
-/// it on the way if the collector does not know it yet.
+/// Whether the calling thread allocates from the shim's regions (and from
+/// libgc when registered), registering it on the way if it can be.
 #[inline(always)]
-pub fn registered_for_allocation(me: &ThreadState) -> bool {
+pub fn allocates_through_shim(me: &ThreadState) -> bool {
     match me.mode.get() {
         MODE_COLLECTOR => true,
-        MODE_UNKNOWN => join_collector(me),
+        MODE_UNKNOWN | MODE_PENDING => {
+            join_collector(me);
+            me.mode.get() != MODE_LIBC
+        }
         _ => false,
     }
 }
 
 /// Makes sure the collector knows the calling thread: notes a registration
 /// made by someone else (libgc, the program), or registers the thread.
+/// Before the shim has taken libgc up, the thread allocates from the regions
+/// and waits for its registration (mode pending). Returns whether the
+/// thread is registered now.
 #[cold]
 pub fn join_collector(me: &ThreadState) -> bool {
-    join_collector_with(me, None)
+    join_collector_with(me, None, false)
+}
+
+/// As [`join_collector`], on the program's explicit request: takes libgc
+/// up even from a thread libgc does not know yet, and registers the thread
+/// again if the program unregistered it.
+pub fn join_collector_forced(me: &ThreadState) -> bool {
+    if me.mode.get() == MODE_COLLECTOR && !me.owns_registration.get() {
+        recheck_registration(me);
+    }
+    join_collector_with(me, None, true)
+}
+
+/// For a thread someone else registered: if it has been unregistered since
+/// (a program that registered the thread itself and then unregistered it),
+/// the shim stops believing it registered, so the next join registers it.
+pub fn recheck_registration(me: &ThreadState) {
+    if me.mode.get() == MODE_COLLECTOR
+        && !me.owns_registration.get()
+        && me.bypass.get() == 0
+        && !me.bypassing(gc::thread_is_registered)
+    {
+        me.mode.set(MODE_PENDING);
+    }
 }
 
 /// As [`join_collector`]; a thread registered here has its stack scanned
-/// from `stack_base` down, or from the base glibc reports when `None`.
-fn join_collector_with(me: &ThreadState, stack_base: Option<GcStackBase>) -> bool {
+/// from `stack_base` down, or from the base recorded at its start, or from
+/// the base glibc reports.
+fn join_collector_with(me: &ThreadState, stack_base: Option<GcStackBase>, force: bool) -> bool {
     if me.mode.get() == MODE_COLLECTOR {
         return true;
     }
-    if !init::is_ready() {
+    if me.mode.get() == MODE_LIBC {
         return false;
     }
-    if gc::thread_is_registered() {
+    if let Some(base) = &stack_base {
+        me.stack_base.set(base.mem_base as usize);
+    }
+    if !init::adopt_if_initialized(me, force) {
+        if init::is_serving() && me.bypass.get() == 0 {
+            // Registered as soon as the shim takes libgc up.
+            arm_exit_destructor(me);
+            me.mode.set(MODE_PENDING);
+        }
+        return false;
+    }
+    if me.bypassing(gc::thread_is_registered) {
         // The main thread, a GC_pthread_create thread, or a thread the
         // program registered itself.
         enter_collector(me);
         return true;
     }
-    register_current_thread(me, stack_base)
+    let recorded = match me.stack_base.get() {
+        0 => None,
+        base => Some(GcStackBase {
+            mem_base: base as *mut c_void,
+        }),
+    };
+    register_current_thread(me, recorded)
 }
 
 /// Registers the calling thread with the collector: its stack from
@@ -187,7 +234,7 @@ unsafe extern "C-unwind" fn shim_thread_start(record: *mut c_void) -> *mut c_voi
     let stack_base = GcStackBase {
         mem_base: ptr::addr_of!(stack_top).cast_mut().cast(),
     };
-    join_collector_with(tls::current(), Some(stack_base));
+    join_collector_with(tls::current(), Some(stack_base), false);
     // SAFETY: `record` is what spawn_through passed to this thread.
     let result = unsafe { run_start_routine(record) };
     // Keeps this frame, and `stack_top` above everything the start routine
@@ -271,42 +318,49 @@ pub unsafe fn create(
     let me = tls::current();
     if init::is_uninitialized() && me.bypass.get() == 0 && init::on_main_thread() {
         // A library constructor that runs before the shim's starts a thread:
-        // set the collector up now, so the thread can be registered.
-        init::initialize();
+        // set the shim up now, so the thread starts through it.
+        init::set_up();
     }
     let Some(real_create) = real::pthread_create() else {
         return libc::EAGAIN;
     };
     // SAFETY: identical ABI; see spawn_through.
     let c_start = unsafe { core::mem::transmute::<StartRoutine, CStartRoutine>(start) };
+    if !init::is_serving() {
+        // SAFETY: caller's contract.
+        return unsafe { real_create(thread, attr, c_start, arg) };
+    }
+    let mut owner = init::owner_of(start as usize, arg);
+    if owner == StartRoutineOwner::LibgcMarker {
+        // libgc holds its lock: what the creation allocates goes to glibc.
+        // SAFETY: caller's contract.
+        return me.bypassing(|| unsafe { real_create(thread, attr, c_start, arg) });
+    }
     if me.bypass.get() != 0 {
-        // The shim is inside libgc (initialization): this is libgc's call.
-        if init::observe_libgc_start_routine(start as usize) {
+        // The shim is inside libgc: this is libgc's call.
+        if init::observe_probe(start as usize) {
             return libc::EAGAIN;
         }
         // SAFETY: caller's contract.
         return unsafe { real_create(thread, attr, c_start, arg) };
     }
-    if !init::is_ready() {
-        // SAFETY: caller's contract. The thread registers on its first
-        // allocation if the collector is ready by then.
-        return unsafe { real_create(thread, attr, c_start, arg) };
+    if owner == StartRoutineOwner::Other && !init::is_ready() {
+        // libgc may have been initialized since: take it up now, which
+        // learns GC_pthread_create's start routine, then look again.
+        init::adopt_if_initialized(me, false);
+        owner = init::owner_of(start as usize, arg);
     }
-    match init::owner_of(start as usize) {
-        StartRoutineOwner::LibgcMarker => {
-            // libgc holds its lock: what the creation allocates goes to glibc.
-            // SAFETY: caller's contract.
-            me.bypassing(|| unsafe { real_create(thread, attr, c_start, arg) })
-        }
+    recheck_registration(me);
+    if owner == StartRoutineOwner::LibgcThread {
         // SAFETY: caller's contract.
-        StartRoutineOwner::LibgcThread => unsafe {
-            spawn_through(real_create, thread, attr, libgc_thread_start, start, arg)
-        },
-        // SAFETY: caller's contract.
-        StartRoutineOwner::Other => unsafe {
-            spawn_through(real_create, thread, attr, shim_thread_start, start, arg)
-        },
+        return unsafe { spawn_through(real_create, thread, attr, libgc_thread_start, start, arg) };
     }
+    // A thread started before the shim took libgc up starts pending, with
+    // its stack base recorded, and is registered at its first allocation
+    // after that. (Started by GC_pthread_create in that window, it
+    // registers itself, which the shim notices then.)
+    // SAFETY: caller's contract.
+    unsafe { spawn_through(real_create, thread, attr, shim_thread_start, start, arg) }
 }
 
 /// What a `SIGEV_THREAD` notification would have called.
@@ -353,7 +407,7 @@ extern "C" fn sigev_thread_start(value: libc::sigval) {
 pub unsafe fn wrap_sigev_thread(
     event: *const libc::sigevent,
 ) -> Result<Option<libc::sigevent>, ()> {
-    if event.is_null() || !init::is_ready() || tls::current().bypass.get() != 0 {
+    if event.is_null() || !init::is_serving() || tls::current().bypass.get() != 0 {
         return Ok(None);
     }
     // SAFETY: caller's contract; same size and alignment (checked above).

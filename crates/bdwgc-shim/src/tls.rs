@@ -32,6 +32,10 @@ pub struct ThreadState {
     pub unflushed_routed: Cell<u32>,
     /// The thread-exit destructor is armed (it flushes the cache).
     pub exit_armed: Cell<bool>,
+    /// Where the collector should scan this thread's stack from once it
+    /// registers the thread (0: ask libgc). Recorded by the shim's thread
+    /// start when the thread starts before the shim could register it.
+    pub stack_base: Cell<usize>,
     /// Free small blocks kept for this thread's next allocations.
     pub cache: ThreadCache,
 }
@@ -42,6 +46,10 @@ pub const MODE_UNKNOWN: u8 = 0;
 pub const MODE_COLLECTOR: u8 = 1;
 /// Not (or no longer) registered and not registrable: allocations go to glibc.
 pub const MODE_LIBC: u8 = 2;
+/// Allocates from the shim's regions, but is not registered yet: libgc is
+/// not initialized, or the shim has not taken it up yet. Every allocation
+/// takes the slow path, which registers the thread as soon as it can.
+pub const MODE_PENDING: u8 = 3;
 
 core::arch::global_asm!(
     ".pushsection .tbss.bdwgc_shim_thread_state,\"awT\",@nobits",
