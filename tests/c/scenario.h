@@ -85,7 +85,7 @@ static void print_shim_state(void) {
 }
 
 /* The shim's counters, all zero without the shim. */
-static bdwgc_shim_stats shim_stats(void) {
+__attribute__((unused)) static bdwgc_shim_stats shim_stats(void) {
     bdwgc_shim_stats s = {0};
     if (bdwgc_shim_get_stats) bdwgc_shim_get_stats(&s);
     return s;

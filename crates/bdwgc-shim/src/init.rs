@@ -13,12 +13,19 @@
 //!    very first collection, whenever the program initializes libgc.
 //! 2. **Adoption**, when the shim first sees libgc initialized, on a hook
 //!    call from a thread libgc knows (normally the thread that called
-//!    `GC_INIT`, at its next allocation): allows thread registration, learns
-//!    libgc's thread start routine, sets up the small region's mark
+//!    `GC_INIT`, at its next allocation): sets up the small region's mark
 //!    procedure and records the collector's signals. Threads are registered
 //!    from then on. Adoption runs only on a registered thread because
 //!    `GC_init` marks libgc initialized before it sets up its threads:
 //!    another thread could otherwise see it half done.
+//! 3. **Threads**, the first time the shim must register a thread or sees
+//!    a thread created after adoption ([`enable_threads`]): allows thread
+//!    registration (which starts libgc's parallel markers) and learns
+//!    libgc's thread start routine. Not before: a program that never starts
+//!    a thread keeps libgc without markers, as it would be without the shim
+//!    (with them, libgc's mark stacks grow: `disclaim_bench` from bdwgc's
+//!    tests went from 10 to 46 MiB). libgc's own `GC_pthread_create` does
+//!    the same at its first call.
 //!
 //! libgc calls the plain `pthread_create`, so the shim's hook also receives
 //! libgc's own calls: the one inside `GC_pthread_create` (whose start
@@ -28,7 +35,7 @@
 //! exported. Markers are known by when they are created: libgc sets its
 //! marker count (`GC_get_parallel`) just before creating them, so the first
 //! creation that sees it set, with the marker's index as argument, is a
-//! marker's. `GC_start_routine` is learnt at adoption from one probe call to
+//! marker's. `GC_start_routine` is learnt in step 3 from one probe call to
 //! `GC_pthread_create` (the hook then declines to create the thread).
 
 use core::ffi::c_void;
@@ -56,6 +63,11 @@ static STATE: AtomicU8 = AtomicU8::new(UNINITIALIZED);
 static PROBING: AtomicU8 = AtomicU8::new(0);
 static MARKER_START: AtomicUsize = AtomicUsize::new(0);
 static GC_START: AtomicUsize = AtomicUsize::new(0);
+/// How far [`enable_threads`] is.
+static THREADS: AtomicU8 = AtomicU8::new(THREADS_OFF);
+const THREADS_OFF: u8 = 0;
+const THREADS_ENABLING: u8 = 1;
+const THREADS_ENABLED: u8 = 2;
 
 /// Who a thread start routine belongs to.
 #[derive(PartialEq, Eq)]
@@ -190,13 +202,6 @@ fn adopt_slow(me: &ThreadState, force: bool) -> bool {
     {
         return is_ready();
     }
-    me.bypassing(|| {
-        // Starts the markers, unless the program's calls already did.
-        gc::allow_register_threads();
-        if gc::has_pthread_create() {
-            probe_gc_pthread_create();
-        }
-    });
     scan::set_up_mark_procedure();
     signals::set_collector_signals(gc::suspend_signal(), gc::restart_signal());
     if !force {
@@ -205,6 +210,46 @@ fn adopt_slow(me: &ThreadState, force: bool) -> bool {
     }
     STATE.store(READY, Ordering::Release);
     true
+}
+
+/// Step 3, once, after adoption: readies libgc for threads the shim
+/// registers, and learns `GC_start_routine` so that the `pthread_create`
+/// hook can tell `GC_pthread_create`'s calls. Called before the shim
+/// registers a thread libgc does not know, and by the `pthread_create`
+/// hook before it looks at a new thread's start routine.
+pub fn enable_threads(me: &ThreadState) {
+    if THREADS.load(Ordering::Acquire) == THREADS_ENABLED || !is_ready() || me.bypass.get() != 0 {
+        return;
+    }
+    if THREADS
+        .compare_exchange(
+            THREADS_OFF,
+            THREADS_ENABLING,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        )
+        .is_ok()
+    {
+        // This may run on one of glibc's own threads (a SIGEV_THREAD
+        // helper that allocates): see signals::keeping_signal_mask.
+        signals::keeping_signal_mask(|| {
+            me.bypassing(|| {
+                // Starts the markers, unless the program's calls already did.
+                gc::allow_register_threads();
+                if gc::has_pthread_create() {
+                    probe_gc_pthread_create();
+                }
+            })
+        });
+        THREADS.store(THREADS_ENABLED, Ordering::Release);
+        return;
+    }
+    // Another thread is at it, holding no lock that this one could hold
+    // (libgc calls none of the hooks that lead here with its lock held).
+    while THREADS.load(Ordering::Acquire) != THREADS_ENABLED {
+        // SAFETY: a system call without arguments.
+        unsafe { libc::sched_yield() };
+    }
 }
 
 /// The region allocators' locks must not be held across `fork`. Nothing

@@ -33,9 +33,13 @@
 //! C and Crystal programs link `libbdwgc_shim.a` or `libbdwgc_shim.so`, or
 //! preload the latter; see the repository's README.
 //!
-//! The collector is initialized before `main`, on the main thread. Settings
-//! that libgc reads at `GC_init` must come from its environment variables
-//! (`GC_MARKERS`, `GC_INITIAL_HEAP_SIZE`, ...).
+//! The shim never initializes libgc: the program does (`GC_INIT()`, or
+//! libgc's implicit initialization at the first `GC_MALLOC`), with every
+//! setting it makes before that. Until then malloc is served from the
+//! shim's regions, which libgc scans from its first collection; the shim
+//! takes libgc up at the first call it sees after the initialization, and
+//! registers threads from then on (a thread started earlier, at its first
+//! allocation after it).
 //!
 //! # Platforms
 //!
@@ -53,11 +57,9 @@
 //! over-aligned blocks take libgc's allocation lock. The regions reserve
 //! 4 GiB and 64 GiB of address space; small-block memory is never returned
 //! to the system, large blocks above 1 MiB are when freed (beyond 64 MiB of
-//! freed blocks above 2 MiB, which keep their pages for reuse). The shim
-//! sets libgc's main-thread stack bottom to glibc's `__libc_stack_end`
-//! unless the program did. malloc memory is
-//! scanned at every collection. Memory glibc handed out before the collector
-//! was initialized stays unscanned until it is reallocated. Threads started
+//! freed blocks above 2 MiB, which keep their pages for reuse). malloc
+//! memory is scanned at every collection. Memory glibc handed out before
+//! the shim was set up stays unscanned until it is reallocated. Threads started
 //! with raw `clone`, and pointers hidden from a conservative scan (XOR-ed,
 //! compressed, written to files), are out of reach.
 

@@ -91,3 +91,50 @@ pub unsafe fn without_collector_signals(
     }
     Some(copy)
 }
+
+/// The kernel's signal mask: 64 signals, one bit each (x86_64 and aarch64).
+type KernelSigset = u64;
+
+/// The calling thread's signal mask, as the kernel holds it.
+fn kernel_mask() -> Option<KernelSigset> {
+    let mut mask: KernelSigset = 0;
+    // SAFETY: rt_sigprocmask with a null new set only writes the current
+    // mask to `mask`, whose size is passed.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_BLOCK,
+            ptr::null::<KernelSigset>(),
+            &mut mask,
+            core::mem::size_of::<KernelSigset>(),
+        )
+    };
+    (rc == 0).then_some(mask)
+}
+
+/// Runs `f` and puts the calling thread's signal mask back as it was,
+/// bit for bit, with the system call itself.
+///
+/// For libgc code that may run on one of glibc's own threads: the timer
+/// helper thread of `SIGEV_THREAD` keeps SIGTIMER (glibc's internal signal
+/// 32) blocked to wait for it, and libgc's marker start restores a mask
+/// through `pthread_sigmask`, which never blocks glibc's internal signals.
+/// Without this, the next timer signal would kill the process.
+pub fn keeping_signal_mask<R>(f: impl FnOnce() -> R) -> R {
+    let saved = kernel_mask();
+    let result = f();
+    if let Some(mask) = saved {
+        // SAFETY: installs a mask read from the kernel a moment ago; the
+        // size is that of the kernel's mask.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigprocmask,
+                libc::SIG_SETMASK,
+                &mask,
+                ptr::null_mut::<KernelSigset>(),
+                core::mem::size_of::<KernelSigset>(),
+            )
+        };
+    }
+    result
+}

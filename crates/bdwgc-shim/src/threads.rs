@@ -166,6 +166,7 @@ fn join_collector_with(me: &ThreadState, stack_base: Option<GcStackBase>, force:
         enter_collector(me);
         return true;
     }
+    init::enable_threads(me);
     let recorded = match me.stack_base.get() {
         0 => None,
         base => Some(GcStackBase {
@@ -344,10 +345,11 @@ pub unsafe fn create(
         // SAFETY: caller's contract.
         return unsafe { real_create(thread, attr, c_start, arg) };
     }
-    if owner == StartRoutineOwner::Other && !init::is_ready() {
-        // libgc may have been initialized since: take it up now, which
-        // learns GC_pthread_create's start routine, then look again.
+    if owner == StartRoutineOwner::Other {
+        // libgc may have been initialized since: take it up now, and learn
+        // GC_pthread_create's start routine, then look again.
         init::adopt_if_initialized(me, false);
+        init::enable_threads(me);
         owner = init::owner_of(start as usize, arg);
     }
     recheck_registration(me);

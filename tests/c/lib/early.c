@@ -11,13 +11,25 @@ static sem_t work_ready, work_done;
 static void *(*work)(void *);
 static void *work_arg, *work_result;
 static int stopping;
+struct job { void *(*work)(void *); void *arg; };
+static struct job *volatile current_job;
 
 static void *worker_main(void *unused) {
     (void)unused;
     for (;;) {
         while (sem_wait(&work_ready) != 0) {}
         if (stopping) return NULL;
-        work_result = work(work_arg);
+        /* Like a real thread pool, the worker allocates a record per job:
+         * a thread started before the collector was initialized is
+         * registered at such a call (its first after initialization). */
+        struct job *job = malloc(sizeof *job);
+        if (job == NULL) abort();
+        job->work = work;
+        job->arg = work_arg;
+        current_job = job; /* escapes: the compiler keeps the malloc */
+        work_result = job->work(job->arg);
+        current_job = NULL;
+        free(job);
         sem_post(&work_done);
     }
 }
