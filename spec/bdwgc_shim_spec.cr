@@ -101,6 +101,10 @@ describe BdwgcShim do
         SpecPrograms.check("thread_callbacks", static_gc: {{gc == :static}})
       end
 
+      it "forks while a C library thread allocates; the child collects (libgc initialized by Crystal)" do
+        SpecPrograms.check("fork_child", static_gc: {{gc == :static}})
+      end
+
       it "runs preview_mt fibers on 4 workers while a C library thread calls back" do
         SpecPrograms.check("preview_mt", static_gc: {{gc == :static}}, mt: true)
       end
