@@ -9,44 +9,9 @@
  *                    registered already (GC_DUPLICATE).
  * In each, GC objects are kept in library malloc memory and on library
  * threads' stacks across collections. */
-#include "scenario.h"
-#include "stash.h"
+#include "library_work.h"
 #include "gc_threads_api.h"
 #include <semaphore.h>
-
-#define KEPT 3000
-#define HELD 32
-
-static long lost_from_library(unsigned long base) {
-    long lost = 0;
-    for (int i = 0; i < KEPT; i++) lost += !tracked_ok(stash_get(STASH_MALLOC, i), base + i);
-    return lost;
-}
-
-static void keep_in_library(unsigned long base) {
-    for (int i = 0; i < KEPT; i++)
-        if (stash_keep(STASH_MALLOC, new_tracked(base + i)) != 0) {
-            printf("stash_keep failed\n");
-            exit(3);
-        }
-}
-
-/* Holds objects on a library thread's stack while it collects. */
-static void *collecting_callback(void *arg) {
-    unsigned long base = (unsigned long)arg;
-    void *volatile held[HELD];
-    for (int i = 0; i < HELD; i++) held[i] = new_tracked(base + i);
-    collect_hard();
-    long lost = 0;
-    for (int i = 0; i < HELD; i++) lost += !release_tracked(held[i], base + i);
-    return (void *)lost;
-}
-
-static long library_thread_work(unsigned long base) {
-    stash_thread *t = stash_start(STASH_SIGNALS_BLOCKED, collecting_callback, (void *)base);
-    if (t == NULL) { printf("stash_start failed\n"); exit(3); }
-    return (long)stash_wait(t);
-}
 
 static sem_t ready, go, done;
 

@@ -16,8 +16,8 @@
 #define GC_MAXIMUM_HEAP_SIZE (8UL << 30)
 #define GC_INITIAL_HEAP_SIZE (24UL << 20)
 #define GC_IGNORE_WARN
-#include "scenario.h"
-#include "stash.h"
+#define KEPT 4000
+#include "library_work.h"
 #include "gc_threads_api.h"
 #include <errno.h>
 #include <pthread.h>
@@ -26,42 +26,6 @@
 #include <time.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#define KEPT 4000
-#define HELD 32
-
-/* ---- what needs the shim, done in every mode ---- */
-
-static void keep_in_library(unsigned long base) {
-    for (int i = 0; i < KEPT; i++)
-        if (stash_keep(STASH_MALLOC, new_tracked(base + i)) != 0) {
-            printf("stash_keep failed\n");
-            exit(3);
-        }
-}
-
-static long lost_from_library(unsigned long base) {
-    long lost = 0;
-    for (int i = 0; i < KEPT; i++) lost += !tracked_ok(stash_get(STASH_MALLOC, i), base + i);
-    return lost;
-}
-
-/* Runs on a thread the library starts with every signal blocked. */
-static void *library_callback(void *arg) {
-    unsigned long base = (unsigned long)arg;
-    void *volatile held[HELD];
-    for (int i = 0; i < HELD; i++) held[i] = new_tracked(base + i);
-    collect_hard();
-    long lost = 0;
-    for (int i = 0; i < HELD; i++) lost += !release_tracked(held[i], base + i);
-    return (void *)lost;
-}
-
-static long library_thread_work(unsigned long base) {
-    stash_thread *t = stash_start(STASH_SIGNALS_BLOCKED, library_callback, (void *)base);
-    if (t == NULL) { printf("stash_start failed\n"); exit(3); }
-    return (long)stash_wait(t);
-}
 
 /* Objects in library memory and on a library thread's stack, collections:
  * the number lost. */
