@@ -41,7 +41,9 @@ pub fn run() -> i32 {
         "Each runs once as built, and once with {} preloaded.\n",
         so.display()
     );
-    let (w_name, w_without, w_with, w_time) = (24, 40, 28, 7);
+    let list = scenarios::all_scenarios();
+    let w_name = list.iter().map(|s| s.name.len()).max().unwrap_or(0);
+    let (w_without, w_with, w_time) = (40, 28, 7);
     println!(
         "{:<w_name$} {:<w_without$} {:>w_time$}   {:<w_with$} {:>w_time$}",
         "scenario", "without the shim", "time", "with the shim", "time"
@@ -51,9 +53,9 @@ pub fn run() -> i32 {
         "-".repeat(w_name + w_without + w_with + 2 * w_time + 5)
     );
     let mut all_ok = true;
-    for scenario in scenarios::all_scenarios() {
-        let without = scenarios::run(&scenario, Mode::Without);
-        let with = scenarios::run(&scenario, Mode::Preload);
+    for scenario in &list {
+        let without = scenarios::run(scenario, Mode::Without);
+        let with = scenarios::run(scenario, Mode::Preload);
         all_ok &= with.as_ref().map(|o| o.passed()).unwrap_or(false);
         let (a, at) = cell(&without);
         let (b, bt) = cell(&with);
@@ -67,8 +69,8 @@ pub fn run() -> i32 {
         );
     }
     println!();
-    for scenario in scenarios::all_scenarios() {
-        println!("  {:<24} {}", scenario.name, scenario.what);
+    for scenario in &list {
+        println!("  {:<w_name$} {}", scenario.name, scenario.what);
     }
     println!();
     if all_ok {
