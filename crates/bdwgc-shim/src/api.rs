@@ -160,11 +160,15 @@ fn fail_with_errno(value: c_int) -> c_int {
 /// # Safety
 /// `set` must be null or valid.
 unsafe fn filtered_mask(how: c_int, set: *const libc::sigset_t) -> Option<libc::sigset_t> {
-    if !crate::init::is_serving() || tls::current().bypass.get() != 0 {
+    let me = tls::current();
+    if !crate::init::is_serving() || me.bypass.get() != 0 {
         return None;
     }
     // SAFETY: caller's contract.
-    unsafe { signals::without_collector_signals(how, set) }
+    unsafe {
+        signals::note_mask_request(me, how, set);
+        signals::without_collector_signals(how, set)
+    }
 }
 
 /// # Safety

@@ -11,6 +11,7 @@ use core::sync::atomic::{AtomicI32, Ordering};
 
 use crate::real;
 use crate::sys::gc;
+use crate::tls::ThreadState;
 
 static SUSPEND_SIGNAL: AtomicI32 = AtomicI32::new(-1);
 static RESTART_SIGNAL: AtomicI32 = AtomicI32::new(-1);
@@ -58,6 +59,30 @@ pub fn unblock_collector_signals() {
     if let (true, Some(pthread_sigmask)) = (any, real::pthread_sigmask()) {
         // SAFETY: `set` is initialized; the old mask is not wanted.
         unsafe { pthread_sigmask(libc::SIG_UNBLOCK, &set, ptr::null_mut()) };
+    }
+}
+
+/// Remembers whether the calling thread, with this mask change, asks to
+/// have the collector's suspend signal blocked (whatever the shim then
+/// installs). A detached thread started without an argument by a thread
+/// that asked so is one meant to stay out of stop-the-world: libgc 8.3
+/// starts its userfaultfd monitor so, with every signal blocked, and that
+/// thread must keep running while the world is stopped.
+///
+/// # Safety
+/// `set` must be null or point to an initialized `sigset_t`.
+pub unsafe fn note_mask_request(me: &ThreadState, how: c_int, set: *const libc::sigset_t) {
+    let suspend = collector_signals()[0];
+    if set.is_null() || suspend <= 0 {
+        return;
+    }
+    // SAFETY: the caller guarantees `set` is valid.
+    let names_suspend = unsafe { libc::sigismember(set, suspend) } == 1;
+    match how {
+        libc::SIG_BLOCK if names_suspend => me.asked_to_block_collector.set(true),
+        libc::SIG_UNBLOCK if names_suspend => me.asked_to_block_collector.set(false),
+        libc::SIG_SETMASK => me.asked_to_block_collector.set(names_suspend),
+        _ => {}
     }
 }
 

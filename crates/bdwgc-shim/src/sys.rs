@@ -168,6 +168,11 @@ pub mod glibc {
         pub fn free(ptr: *mut c_void);
         #[link_name = "__libc_memalign"]
         pub fn memalign(align: usize, size: usize) -> *mut c_void;
+        /// POSIX; the `libc` crate does not declare it.
+        pub fn pthread_attr_getdetachstate(
+            attr: *const libc::pthread_attr_t,
+            state: *mut core::ffi::c_int,
+        ) -> core::ffi::c_int;
     }
 }
 

@@ -353,6 +353,12 @@ pub unsafe fn create(
         owner = init::owner_of(start as usize, arg);
     }
     recheck_registration(me);
+    // SAFETY: caller's contract for `attr`.
+    if owner == StartRoutineOwner::Other && unsafe { meant_to_stay_out(me, attr, arg) } {
+        // Started as it is; registered only if it ever allocates.
+        // SAFETY: caller's contract.
+        return unsafe { real_create(thread, attr, c_start, arg) };
+    }
     if owner == StartRoutineOwner::LibgcThread {
         // SAFETY: caller's contract.
         return unsafe { spawn_through(real_create, thread, attr, libgc_thread_start, start, arg) };
@@ -363,6 +369,29 @@ pub unsafe fn create(
     // registers itself, which the shim notices then.)
     // SAFETY: caller's contract.
     unsafe { spawn_through(real_create, thread, attr, shim_thread_start, start, arg) }
+}
+
+/// Whether a new thread is meant to stay out of the collector's
+/// stop-the-world: detached, without an argument, created by a thread that
+/// asked to block the collector's suspend signal (see
+/// `signals::note_mask_request`), as libgc 8.3 starts its userfaultfd
+/// monitor under its allocation lock. Registering that thread would stop
+/// it with the world, while the collector needs it to serve write faults.
+///
+/// # Safety
+/// `attr` must be null or a valid thread attribute object.
+unsafe fn meant_to_stay_out(
+    me: &ThreadState,
+    attr: *const libc::pthread_attr_t,
+    arg: *mut c_void,
+) -> bool {
+    if !me.asked_to_block_collector.get() || !arg.is_null() || attr.is_null() {
+        return false;
+    }
+    let mut state: c_int = 0;
+    // SAFETY: `attr` is valid per the contract; `state` is an out-pointer.
+    let rc = unsafe { crate::sys::glibc::pthread_attr_getdetachstate(attr, &mut state) };
+    rc == 0 && state == libc::PTHREAD_CREATE_DETACHED
 }
 
 /// What a `SIGEV_THREAD` notification would have called.

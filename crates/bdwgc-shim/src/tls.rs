@@ -36,6 +36,10 @@ pub struct ThreadState {
     /// registers the thread (0: ask libgc). Recorded by the shim's thread
     /// start when the thread starts before the shim could register it.
     pub stack_base: Cell<usize>,
+    /// The thread's last mask change asked to block the collector's
+    /// suspend signal (the shim does not let it: see
+    /// `signals::note_mask_request`).
+    pub asked_to_block_collector: Cell<bool>,
     /// Free small blocks kept for this thread's next allocations.
     pub cache: ThreadCache,
 }
