@@ -6,7 +6,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::inspect::{inspect, Libgc, ShimLink};
+use crate::inspect::{inspect, InspectError, Libgc, ShimLink};
 
 /// Finds `program` the way a shell would: as a path, or on `PATH`.
 fn resolve(program: &OsStr) -> Option<PathBuf> {
@@ -50,7 +50,10 @@ pub fn run(debug: bool, command: &[OsString]) -> i32 {
     };
     let report = match inspect(&path) {
         Ok(r) => r,
-        Err(e) => return refuse(format!("{e}; the shim preloads only into ELF programs")),
+        Err(e @ InspectError::NotElf(_)) => {
+            return refuse(format!("{e}; the shim preloads only into ELF programs"))
+        }
+        Err(e) => return refuse(e.to_string()),
     };
     let mut child = Command::new(&path);
     child.arg0(program).args(args);

@@ -190,11 +190,12 @@ fn run_passes_a_failing_status_through() {
 #[test]
 fn run_refuses_what_it_cannot_help() {
     let readme = repo_root().join("README.md").display().to_string();
-    let cases: [(String, &str); 4] = [
+    let cases: [(String, &str); 5] = [
         (static_executable(), "statically linked"),
         (program(Mode::WithoutStaticGc), "not exported"),
         ("/bin/true".into(), "does not use libgc"),
         (readme, "not an ELF program"),
+        ("/nonexistent/program".into(), "cannot read"),
     ];
     for (path, why) in cases {
         let out = run_cli(&["run", "--", &path]);
@@ -203,7 +204,26 @@ fn run_refuses_what_it_cannot_help() {
         assert_eq!(err.lines().count(), 1, "{err}");
         assert!(err.contains(why), "{path}: {err}");
         assert!(out.stdout.is_empty(), "{path} must not run");
+        // Only a file that is not ELF is told about ELF.
+        assert_eq!(err.contains("ELF"), why.contains("ELF"), "{path}: {err}");
     }
+}
+
+/// A process the preload reaches without libgc (a shell a program starts)
+/// says so in its summary line, rather than naming a libgc version 0.0.0.
+#[test]
+fn summary_without_libgc_says_libgc_is_absent() {
+    let mut command = Command::new("/bin/true");
+    command
+        .env("LD_PRELOAD", shim_dir().join("libbdwgc_shim.so"))
+        .env("BDWGC_SHIM_DEBUG", "1");
+    let out = finish(command);
+    assert!(out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("active=no libgc=absent routed=0"),
+        "summary line: {err}"
+    );
 }
 
 #[test]

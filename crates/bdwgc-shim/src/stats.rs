@@ -97,14 +97,28 @@ pub fn print_summary_if_asked() {
         bytes: [0; 256],
         len: 0,
     };
-    let _ = writeln!(
+    let _ = write!(
         line,
-        "bdwgc-shim {}: active={} libgc={}.{}.{} routed={} before_init={} fallback={} threads_registered={} deferred_frees={}",
+        "bdwgc-shim {}: active={} ",
         crate::VERSION,
         if crate::is_active() { "yes" } else { "no" },
-        version >> 16,
-        (version >> 8) & 0xff,
-        version & 0xff,
+    );
+    let _ = if version == 0 {
+        // No libgc in this process (a program the preload reached by
+        // inheritance, say).
+        write!(line, "libgc=absent")
+    } else {
+        write!(
+            line,
+            "libgc={}.{}.{}",
+            version >> 16,
+            (version >> 8) & 0xff,
+            version & 0xff
+        )
+    };
+    let _ = writeln!(
+        line,
+        " routed={} before_init={} fallback={} threads_registered={} deferred_frees={}",
         s.allocations_routed,
         s.allocations_before_init,
         s.allocations_fallback,
