@@ -434,7 +434,8 @@ pub fn cc(args: &[OsString]) -> Result<(), String> {
     compile("cc", args)
 }
 
-fn compile(compiler: &str, args: &[OsString]) -> Result<(), String> {
+/// Runs `compiler` (cc, c++) with `args`; the error carries its output.
+pub fn compile(compiler: &str, args: &[OsString]) -> Result<(), String> {
     let out = Command::new(compiler).args(args).output().map_err(|e| {
         format!("cannot run {compiler} ({e}): install gcc and g++ (apt-get install gcc g++)")
     })?;
@@ -442,7 +443,7 @@ fn compile(compiler: &str, args: &[OsString]) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "cc {} failed:\n{}",
+            "{compiler} {} failed:\n{}",
             args.iter()
                 .map(|a| a.to_string_lossy())
                 .collect::<Vec<_>>()

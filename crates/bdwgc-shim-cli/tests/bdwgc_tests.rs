@@ -30,7 +30,7 @@ use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
-use bdwgc_shim_cli::scenarios::{repo_root, run_with_timeout, shim_dir, Ending, Outcome};
+use bdwgc_shim_cli::scenarios::{compile, repo_root, run_with_timeout, shim_dir, Ending, Outcome};
 
 /// How long a program may run as built.
 const PLAIN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -329,25 +329,6 @@ fn find_vendored_libgc(target: &Path, bdwgc: &Path) -> Result<PathBuf, String> {
             target.display()
         )
     })
-}
-
-/// Runs a compiler; the error carries the command and its output.
-fn compile(compiler: &str, args: &[OsString]) -> Result<(), String> {
-    let out = Command::new(compiler)
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run {compiler}: {e}"))?;
-    if out.status.success() {
-        return Ok(());
-    }
-    Err(format!(
-        "{compiler} {}\n{}",
-        args.iter()
-            .map(|a| a.to_string_lossy())
-            .collect::<Vec<_>>()
-            .join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    ))
 }
 
 fn os(args: &[&str]) -> Vec<OsString> {
