@@ -264,8 +264,21 @@ fn register_fork_handlers() {
         large::unlock_all_after_fork();
         small::unlock_all_after_fork();
     }
+    extern "C" fn after_in_child() {
+        after();
+        // A step another thread was in the middle of is not finished in
+        // the child, where that thread does not exist: let the child's
+        // threads take it again rather than wait for it.
+        let _ = STATE.compare_exchange(ADOPTING, SERVING, Ordering::AcqRel, Ordering::Acquire);
+        let _ = THREADS.compare_exchange(
+            THREADS_ENABLING,
+            THREADS_OFF,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    }
     // SAFETY: three valid handlers with the C ABI and no arguments.
-    unsafe { libc::pthread_atfork(Some(prepare), Some(after), Some(after)) };
+    unsafe { libc::pthread_atfork(Some(prepare), Some(after), Some(after_in_child)) };
 }
 
 /// Calls `GC_pthread_create` once, so that the `pthread_create` hook sees
