@@ -19,7 +19,7 @@ typedef struct bdwgc_shim_stats {
      * freed. Counted per thread and added up every 256 allocations, so a
      * snapshot may miss some recent allocations of other running threads. */
     uint64_t allocations_routed;
-    /* Allocations served by glibc because the collector was not set up yet
+    /* Allocations served by glibc because the shim was not set up yet
      * (ld.so, constructors that ran before the shim's). */
     uint64_t allocations_before_init;
     /* Allocations served by glibc after set-up: made while libgc itself ran
