@@ -6,11 +6,14 @@ use std::path::Path;
 use goblin::elf::Elf;
 use serde::Serialize;
 
+use crate::loader;
+
 /// How a program links libgc.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Libgc {
-    /// `libgc.so` is among the program's needed libraries.
+    /// `libgc.so` is among the program's shared libraries, needed by the
+    /// program or by one of its libraries.
     Shared,
     /// libgc's code is inside the executable, and exported (`-rdynamic`).
     StaticExported,
@@ -39,6 +42,9 @@ pub struct Inspection {
     pub libgc: Libgc,
     /// The libgc version, when it can be told (shared libgc only).
     pub libgc_version: Option<String>,
+    /// The shared library through which libgc comes, when the program does
+    /// not need it itself (Guile's comes through libguile).
+    pub libgc_via: Option<String>,
     pub shim: ShimLink,
     /// Whether `LD_PRELOAD=libbdwgc_shim.so` would reach this program's libgc.
     pub works_preloaded: bool,
@@ -75,10 +81,11 @@ fn defines(elf: &Elf, names: &[&str]) -> (bool, bool) {
     (in_dynsym, in_dynsym || defined_in(&elf.syms, &elf.strtab))
 }
 
-/// The version of the shared libgc the program would load, asked of libgc
-/// itself (`GC_get_version`).
-fn shared_libgc_version(soname: &str) -> Option<String> {
-    let name = std::ffi::CString::new(soname).ok()?;
+/// The version of the shared libgc the program would load (its path, or
+/// its soname when it was not found), asked of libgc itself
+/// (`GC_get_version`).
+fn shared_libgc_version(library: &str) -> Option<String> {
+    let name = std::ffi::CString::new(library).ok()?;
     // SAFETY: dlopen/dlsym with valid NUL-terminated strings; GC_get_version
     // takes no arguments and only returns a number (it needs no GC_init).
     unsafe {
@@ -102,11 +109,14 @@ pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
     let elf = Elf::parse(&bytes)
         .map_err(|_| InspectError::NotElf(format!("{} is not an ELF program", path.display())))?;
     let dynamic = elf.interpreter.is_some();
-    let gc_soname = elf
-        .libraries
-        .iter()
-        .find(|l| l.starts_with("libgc.so"))
-        .map(|s| s.to_string());
+    let dependencies = if dynamic {
+        loader::dependencies(path, &elf)
+    } else {
+        Vec::new()
+    };
+    let gc_dependency = dependencies.iter().find(|d| d.name.starts_with("libgc.so"));
+    let gc_soname = gc_dependency.map(|d| d.name.clone());
+    let libgc_via = gc_dependency.and_then(|d| d.needed_by.clone());
     let (gc_exported, gc_inside) = defines(&elf, &["GC_init", "GC_malloc"]);
     let libgc = match (&gc_soname, gc_inside, gc_exported) {
         (Some(_), _, _) => Libgc::Shared,
@@ -114,7 +124,14 @@ pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
         (None, true, false) => Libgc::Static,
         (None, false, _) => Libgc::None,
     };
-    let libgc_version = gc_soname.as_deref().and_then(shared_libgc_version);
+    let libgc_version = gc_dependency
+        .map(|d| {
+            d.path
+                .as_ref()
+                .map_or(d.name.clone(), |p| p.display().to_string())
+        })
+        .as_deref()
+        .and_then(shared_libgc_version);
     // The C API when it was kept, or else the hooks themselves exported (a
     // Rust program that never calls the API keeps only those).
     let (_, api_inside) = defines(&elf, &["bdwgc_shim_is_active"]);
@@ -123,10 +140,9 @@ pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
         .all(|hook| defines(&elf, &[hook]).0);
     let shim = if api_inside || hooks_exported {
         ShimLink::Static
-    } else if elf
-        .libraries
+    } else if dependencies
         .iter()
-        .any(|l| l.starts_with("libbdwgc_shim.so"))
+        .any(|d| d.name.starts_with("libbdwgc_shim.so"))
     {
         ShimLink::Shared
     } else {
@@ -151,6 +167,7 @@ pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
         dynamic,
         libgc,
         libgc_version,
+        libgc_via,
         shim,
         works_preloaded,
         advice,

@@ -59,14 +59,20 @@ fn describe_libgc(r: &Inspection) -> String {
         Libgc::Static => "linked statically, not exported",
         Libgc::None => "not linked",
     };
-    match &r.libgc_version {
+    let how = match &r.libgc_version {
         Some(v) => format!("{how} ({v})"),
         None => how.to_string(),
+    };
+    match &r.libgc_via {
+        Some(library) => format!("{how}, through {library}"),
+        None => how,
     }
 }
 
 fn check(program: &std::path::Path, json: bool) -> i32 {
-    let report = match inspect(program) {
+    // A bare name is looked up on PATH, as `run` does.
+    let resolved = bdwgc_shim_cli::run::resolve(program.as_os_str());
+    let report = match inspect(resolved.as_deref().unwrap_or(program)) {
         Ok(r) => r,
         Err(e @ (InspectError::Unreadable(_) | InspectError::NotElf(_))) => {
             eprintln!("bdwgc-shim check: {e}");

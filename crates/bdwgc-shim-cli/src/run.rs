@@ -9,7 +9,7 @@ use std::process::Command;
 use crate::inspect::{inspect, InspectError, Libgc, ShimLink};
 
 /// Finds `program` the way a shell would: as a path, or on `PATH`.
-fn resolve(program: &OsStr) -> Option<PathBuf> {
+pub fn resolve(program: &OsStr) -> Option<PathBuf> {
     let candidate = Path::new(program);
     if candidate.components().count() > 1 {
         return Some(candidate.to_path_buf());

@@ -285,3 +285,127 @@ fn demo_prints_the_table_and_succeeds() {
         "{stdout}"
     );
 }
+
+/// A program that gets libgc only through a shared library of its own,
+/// found through the program's RUNPATH (`runpath`) or `LD_LIBRARY_PATH`
+/// (`!runpath`). Built once per kind; returns the program and the
+/// library's directory.
+fn program_with_libgc_through_a_library(runpath: bool) -> (String, String) {
+    let dir = repo_root().join(format!(
+        "target/scenarios/through-a-library-{}",
+        if runpath {
+            "runpath"
+        } else {
+            "ld-library-path"
+        }
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let library_source = dir.join("viagc.c");
+    std::fs::write(
+        &library_source,
+        "#include <gc.h>\n\
+         int viagc_run(void) { GC_INIT(); void *p = GC_MALLOC(64); GC_gcollect(); return p == 0; }\n",
+    )
+    .unwrap();
+    let library = dir.join("libviagc.so");
+    let status = Command::new("cc")
+        .args(["-O2", "-fPIC", "-shared"])
+        .arg(&library_source)
+        .arg("-o")
+        .arg(&library)
+        .arg("-lgc")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let program_source = dir.join("main.c");
+    std::fs::write(
+        &program_source,
+        "int viagc_run(void);\nint main(void) { return viagc_run(); }\n",
+    )
+    .unwrap();
+    let program = dir.join("main");
+    let mut cc = Command::new("cc");
+    cc.arg("-O2")
+        .arg(&program_source)
+        .arg("-o")
+        .arg(&program)
+        .arg(format!("-L{}", dir.display()))
+        .arg("-lviagc");
+    if runpath {
+        cc.arg(format!("-Wl,--enable-new-dtags,-rpath,{}", dir.display()));
+    }
+    assert!(cc.status().unwrap().success());
+    (program.display().to_string(), dir.display().to_string())
+}
+
+/// `check` and `run` resolve the dependency tree as the dynamic loader
+/// does: libgc that comes through a library of the program's (RUNPATH, or
+/// LD_LIBRARY_PATH) is seen, and named with the library it comes through.
+#[test]
+fn check_and_run_see_libgc_through_another_library() {
+    for runpath in [true, false] {
+        let (program, dir) = program_with_libgc_through_a_library(runpath);
+        let with_path = |args: &[&str]| {
+            let mut command = command();
+            command.args(args);
+            if !runpath {
+                command.env("LD_LIBRARY_PATH", &dir);
+            }
+            finish(command)
+        };
+        let out = with_path(&["check", "--json", &program]);
+        let report = json(&out);
+        assert_eq!(report["libgc"], "shared", "runpath={runpath}: {report}");
+        assert_eq!(
+            report["libgc_via"], "libviagc.so",
+            "runpath={runpath}: {report}"
+        );
+        assert_eq!(
+            report["works_preloaded"], true,
+            "runpath={runpath}: {report}"
+        );
+        let out = with_path(&["check", &program]);
+        assert!(
+            text(&out.stdout).contains("through libviagc.so"),
+            "runpath={runpath}: {}",
+            text(&out.stdout)
+        );
+        let out = with_path(&["run", "--debug", "--", &program]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains("active=yes"),
+            "runpath={runpath}: {}",
+            text(&out.stderr)
+        );
+    }
+}
+
+/// Debian's Guile gets libgc through libguile; `check` finds it on PATH.
+#[test]
+fn check_sees_guiles_libgc_through_libguile() {
+    let guile = "/usr/bin/guile-3.0";
+    if !std::path::Path::new(guile).exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "guile-3.0 is not installed: apt-get install guile-3.0"
+        );
+        return;
+    }
+    // A bare name is looked up on PATH.
+    let report = json(&run_cli(&["check", "--json", "guile-3.0"]));
+    assert_eq!(report["path"], guile, "{report}");
+    assert_eq!(report["libgc"], "shared", "{report}");
+    assert!(
+        report["libgc_via"]
+            .as_str()
+            .is_some_and(|l| l.starts_with("libguile")),
+        "{report}"
+    );
+    let out = run_cli(&["run", "--debug", "--", guile, "-c", "(display (+ 1 2))"]);
+    assert_eq!(text(&out.stdout), "3");
+    assert!(
+        text(&out.stderr).contains("active=yes"),
+        "{}",
+        text(&out.stderr)
+    );
+}
