@@ -135,6 +135,57 @@ pub const THREAD_MODES: [&str; 8] = [
     "cancelled",
 ];
 
+/// When and how `tests/c/init_order.c` initializes libgc (argv[1]), with
+/// what its scenario shows.
+pub const INIT_ORDER_MODES: [(&str, &str); 3] = [
+    (
+        "implicit",
+        "no GC_INIT: libgc initializes itself at main's first GC_MALLOC",
+    ),
+    (
+        "implicit-thread",
+        "no GC_INIT: libgc initializes itself on a library thread",
+    ),
+    (
+        "late",
+        "GC_INIT after library threads started; threads that register themselves",
+    ),
+];
+
+/// The libgc setting `tests/c/settings.c` makes before `GC_INIT` (argv[1]),
+/// with what its scenario shows.
+pub const SETTING_MODES: [(&str, &str); 8] = [
+    (
+        "interior-pointers-off",
+        "GC_set_all_interior_pointers(0) before GC_INIT",
+    ),
+    (
+        "signals-moved",
+        "stop-the-world signals moved; the program keeps SIGPWR/SIGXCPU",
+    ),
+    (
+        "fork-by-program",
+        "GC_set_handle_fork(0); the program calls GC_atfork_* itself",
+    ),
+    (
+        "find-leak",
+        "GC_set_find_leak(1): no false leaks from library memory",
+    ),
+    (
+        "pages-executable",
+        "GC_set_pages_executable, heap mapping checked",
+    ),
+    (
+        "stack-bottom",
+        "the program's GC_set_stackbottom for the main thread",
+    ),
+    ("markers", "GC_set_markers_count(3) before GC_INIT"),
+    (
+        "init-conf",
+        "GC_INIT's GC_INIT_CONF_* settings (divisor, frequency, heap sizes...)",
+    ),
+];
+
 /// Every scenario, in the order the demo shows them.
 pub fn all_scenarios() -> Vec<Scenario> {
     let mut list = vec![
@@ -256,94 +307,28 @@ pub fn all_scenarios() -> Vec<Scenario> {
                 "objects live while library blocks (48 B-6 MiB) hold them, collectable once freed",
             timeout: DEFAULT_TIMEOUT,
         },
-        Scenario {
-            name: "init-implicit".into(),
+    ]);
+    for (mode, what) in INIT_ORDER_MODES {
+        list.push(Scenario {
+            name: format!("init-{mode}"),
             program: "init_order",
-            args: vec!["implicit".into()],
+            args: vec![mode.to_string()],
             fails_without_shim: true,
-            what: "no GC_INIT: libgc initializes itself at main's first GC_MALLOC",
+            what,
             timeout: DEFAULT_TIMEOUT,
-        },
-        Scenario {
-            name: "init-implicit-thread".into(),
-            program: "init_order",
-            args: vec!["implicit-thread".into()],
-            fails_without_shim: true,
-            what: "no GC_INIT: libgc initializes itself on a library thread",
-            timeout: DEFAULT_TIMEOUT,
-        },
-        Scenario {
-            name: "init-late".into(),
-            program: "init_order",
-            args: vec!["late".into()],
-            fails_without_shim: true,
-            what: "GC_INIT after library threads started; threads that register themselves",
-            timeout: DEFAULT_TIMEOUT,
-        },
-        Scenario {
-            name: "setting-interior-pointers-off".into(),
+        });
+    }
+    for (mode, what) in SETTING_MODES {
+        list.push(Scenario {
+            name: format!("setting-{mode}"),
             program: "settings",
-            args: vec!["interior-pointers-off".into()],
+            args: vec![mode.to_string()],
             fails_without_shim: true,
-            what: "GC_set_all_interior_pointers(0) before GC_INIT",
+            what,
             timeout: DEFAULT_TIMEOUT,
-        },
-        Scenario {
-            name: "setting-signals-moved".into(),
-            program: "settings",
-            args: vec!["signals-moved".into()],
-            fails_without_shim: true,
-            what: "stop-the-world signals moved; the program keeps SIGPWR/SIGXCPU",
-            timeout: DEFAULT_TIMEOUT,
-        },
-        Scenario {
-            name: "setting-fork-by-program".into(),
-            program: "settings",
-            args: vec!["fork-by-program".into()],
-            fails_without_shim: true,
-            what: "GC_set_handle_fork(0); the program calls GC_atfork_* itself",
-            timeout: DEFAULT_TIMEOUT,
-        },
-        Scenario {
-            name: "setting-find-leak".into(),
-            program: "settings",
-            args: vec!["find-leak".into()],
-            fails_without_shim: true,
-            what: "GC_set_find_leak(1): no false leaks from library memory",
-            timeout: DEFAULT_TIMEOUT,
-        },
-        Scenario {
-            name: "setting-pages-executable".into(),
-            program: "settings",
-            args: vec!["pages-executable".into()],
-            fails_without_shim: true,
-            what: "GC_set_pages_executable, heap mapping checked",
-            timeout: DEFAULT_TIMEOUT,
-        },
-        Scenario {
-            name: "setting-stack-bottom".into(),
-            program: "settings",
-            args: vec!["stack-bottom".into()],
-            fails_without_shim: true,
-            what: "the program's GC_set_stackbottom for the main thread",
-            timeout: DEFAULT_TIMEOUT,
-        },
-        Scenario {
-            name: "setting-markers".into(),
-            program: "settings",
-            args: vec!["markers".into()],
-            fails_without_shim: true,
-            what: "GC_set_markers_count(3) before GC_INIT",
-            timeout: DEFAULT_TIMEOUT,
-        },
-        Scenario {
-            name: "setting-init-conf".into(),
-            program: "settings",
-            args: vec!["init-conf".into()],
-            fails_without_shim: true,
-            what: "GC_INIT's GC_INIT_CONF_* settings (divisor, frequency, heap sizes...)",
-            timeout: DEFAULT_TIMEOUT,
-        },
+        });
+    }
+    list.extend([
         Scenario {
             name: "rss-flat".into(),
             program: "rss_flat",
