@@ -111,14 +111,14 @@ fn glob_conf(pattern: &str) -> Vec<PathBuf> {
     files
 }
 
-/// Whether `path` is a shared object for the machine and class of the
-/// program (a 32-bit or foreign library of the same name is skipped, as
-/// the loader skips it).
-fn matches_program(path: &Path, machine: u16, is_64: bool) -> bool {
-    let Ok(bytes) = std::fs::read(path) else {
-        return false;
-    };
-    Elf::parse(&bytes).is_ok_and(|elf| elf.header.e_machine == machine && elf.is_64 == is_64)
+/// The bytes of `path` when it is an ELF object for the machine and class
+/// of the program (a 32-bit or foreign library of the same name is
+/// skipped, as the loader skips it).
+fn read_matching(path: &Path, machine: u16, is_64: bool) -> Option<Vec<u8>> {
+    let bytes = std::fs::read(path).ok()?;
+    Elf::parse(&bytes)
+        .is_ok_and(|elf| elf.header.e_machine == machine && elf.is_64 == is_64)
+        .then_some(bytes)
 }
 
 /// The program's shared libraries, breadth first as the loader loads them,
@@ -138,9 +138,13 @@ pub fn dependencies(program: &Path, elf: &Elf) -> Vec<Dependency> {
     let (machine, is_64) = (elf.header.e_machine, elf.is_64);
     let program_paths = SearchPaths::of(elf, program);
 
-    let find = |name: &str, needing: &SearchPaths| -> Option<PathBuf> {
+    // Where the loader finds `name`, with the library's bytes (read once:
+    // some libraries are large).
+    let find = |name: &str, needing: &SearchPaths| -> Option<(PathBuf, Vec<u8>)> {
         if name.contains('/') {
-            return Some(PathBuf::from(name));
+            let path = PathBuf::from(name);
+            let bytes = std::fs::read(&path).unwrap_or_default();
+            return Some((path, bytes));
         }
         let rpath: &[PathBuf] = if needing.runpath.is_empty() {
             &needing.rpath
@@ -159,7 +163,11 @@ pub fn dependencies(program: &Path, elf: &Elf) -> Vec<Dependency> {
             .chain(&needing.runpath)
             .chain(&system_dirs)
             .map(|dir| dir.join(name))
-            .find(|candidate| candidate.is_file() && matches_program(candidate, machine, is_64))
+            .filter(|candidate| candidate.is_file())
+            .find_map(|candidate| {
+                let bytes = read_matching(&candidate, machine, is_64)?;
+                Some((candidate, bytes))
+            })
     };
 
     let mut seen: HashSet<String> = HashSet::new();
@@ -167,21 +175,22 @@ pub fn dependencies(program: &Path, elf: &Elf) -> Vec<Dependency> {
     let mut queue: VecDeque<(String, Option<String>, SearchPaths)> = elf
         .libraries
         .iter()
-        .map(|name| (name.to_string(), None, SearchPaths::of(elf, program)))
+        .map(|name| (name.to_string(), None, program_paths.clone()))
         .collect();
     while let Some((name, needed_by, needing)) = queue.pop_front() {
         if !seen.insert(name.clone()) {
             continue;
         }
-        let path = find(&name, &needing);
-        if let Some(bytes) = path.as_ref().and_then(|p| std::fs::read(p).ok()) {
-            if let Ok(library) = Elf::parse(&bytes) {
-                let paths = SearchPaths::of(&library, path.as_deref().unwrap_or(Path::new("/")));
+        let located = find(&name, &needing);
+        if let Some((path, bytes)) = &located {
+            if let Ok(library) = Elf::parse(bytes) {
+                let paths = SearchPaths::of(&library, path);
                 for next in &library.libraries {
                     queue.push_back((next.to_string(), Some(name.clone()), paths.clone()));
                 }
             }
         }
+        let path = located.map(|(path, _)| path);
         found.push(Dependency {
             name,
             path,
