@@ -20,7 +20,6 @@
 #include "library_work.h"
 #include "gc_threads_api.h"
 #include <errno.h>
-#include <pthread.h>
 #include <semaphore.h>
 #include <signal.h>
 #include <time.h>

@@ -120,21 +120,22 @@ pub unsafe fn without_collector_signals(
 /// The kernel's signal mask: 64 signals, one bit each (x86_64 and aarch64).
 type KernelSigset = u64;
 
-/// The calling thread's signal mask, as the kernel holds it.
-fn kernel_mask() -> Option<KernelSigset> {
-    let mut mask: KernelSigset = 0;
-    // SAFETY: rt_sigprocmask with a null new set only writes the current
-    // mask to `mask`, whose size is passed.
+/// `rt_sigprocmask` itself, without glibc's filtering of its own signals.
+///
+/// # Safety
+/// `set` and `old` must each be null or valid for a `KernelSigset`.
+unsafe fn kernel_sigprocmask(how: c_int, set: *const KernelSigset, old: *mut KernelSigset) -> bool {
+    // SAFETY: the caller's contract; the size passed is the set's.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_rt_sigprocmask,
-            libc::SIG_BLOCK,
-            ptr::null::<KernelSigset>(),
-            &mut mask,
+            how,
+            set,
+            old,
             core::mem::size_of::<KernelSigset>(),
         )
     };
-    (rc == 0).then_some(mask)
+    rc == 0
 }
 
 /// Runs `f` and puts the calling thread's signal mask back as it was,
@@ -146,20 +147,13 @@ fn kernel_mask() -> Option<KernelSigset> {
 /// through `pthread_sigmask`, which never blocks glibc's internal signals.
 /// Without this, the next timer signal would kill the process.
 pub fn keeping_signal_mask<R>(f: impl FnOnce() -> R) -> R {
-    let saved = kernel_mask();
+    let mut saved: KernelSigset = 0;
+    // SAFETY: a null new set only reads the current mask into `saved`.
+    let have_saved = unsafe { kernel_sigprocmask(libc::SIG_BLOCK, ptr::null(), &mut saved) };
     let result = f();
-    if let Some(mask) = saved {
-        // SAFETY: installs a mask read from the kernel a moment ago; the
-        // size is that of the kernel's mask.
-        unsafe {
-            libc::syscall(
-                libc::SYS_rt_sigprocmask,
-                libc::SIG_SETMASK,
-                &mask,
-                ptr::null_mut::<KernelSigset>(),
-                core::mem::size_of::<KernelSigset>(),
-            )
-        };
+    if have_saved {
+        // SAFETY: installs the mask read from the kernel above.
+        unsafe { kernel_sigprocmask(libc::SIG_SETMASK, &saved, ptr::null_mut()) };
     }
     result
 }
