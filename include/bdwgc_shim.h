@@ -29,6 +29,17 @@ typedef struct bdwgc_shim_stats {
     uint64_t threads_registered;
     /* Frees delayed because libgc might have held its lock. */
     uint64_t deferred_frees;
+    /* Address space the shim's regions have mapped (blocks and tables). */
+    uint64_t bytes_mapped;
+    /* How much of it is in memory. */
+    uint64_t bytes_resident;
+    /* Bytes of blocks handed out and not freed (with the free small blocks
+     * threads keep in their caches). */
+    uint64_t bytes_in_use;
+    /* Free bytes the regions keep for reuse, with their pages. */
+    uint64_t bytes_free;
+    /* Free bytes whose pages went back to the kernel (still mapped). */
+    uint64_t bytes_purged;
 } bdwgc_shim_stats;
 
 /* The shim's version, e.g. "0.1.0". */

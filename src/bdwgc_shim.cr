@@ -13,6 +13,11 @@
       allocations_fallback : UInt64
       threads_registered : UInt64
       deferred_frees : UInt64
+      bytes_mapped : UInt64
+      bytes_resident : UInt64
+      bytes_in_use : UInt64
+      bytes_free : UInt64
+      bytes_purged : UInt64
     end
 
     fun version = bdwgc_shim_version : UInt8*

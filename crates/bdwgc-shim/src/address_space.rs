@@ -1,72 +1,135 @@
-//! Address space for the shim's regions: reserved once (no memory, no
-//! access), committed piece by piece as the allocator grows.
+//! Address space for the shim's regions: placed at start-up, mapped piece by
+//! piece as the regions grow.
 //!
-//! The kernel checks `RLIMIT_AS` (`ulimit -v`) when address space is mapped,
-//! and a reservation is mapped once, at start-up; committing it later is
-//! not checked. So the shim applies the limit itself:
+//! A region is one fixed range, so that `free` tells its blocks with a
+//! subtraction, a compare and one table load, without libgc. Reserving the
+//! ranges up front (68 GiB) would keep that, but the kernel counts a
+//! reservation toward `RLIMIT_AS` like memory: a program that limits its
+//! address space later could then map nothing more. A segment map, as
+//! mimalloc keeps, costs `free` two dependent loads more (a directory and a
+//! leaf) and every class lookup the same. So the ranges are only *placed*:
 //!
-//! - when a limit is set at start-up, nothing is reserved: every block then
-//!   comes from libgc, under the kernel's own check, as without the shim;
-//! - when a program sets a limit later, each commit from then on counts as
-//!   newly mapped memory, and one that would pass the limit fails as an
-//!   `mmap` would. The allocation falls back to libgc, which fails with
-//!   ENOMEM under the same limit.
+//! - at start-up, [`Placement::find`] reads `/proc/self/maps` and picks a
+//!   free range in the middle of the widest gap between the process's
+//!   mappings (on x86_64, the tens of TiB between the brk heap, which grows
+//!   up, and the kernel's mmap area, which it fills from the top down), so
+//!   that neither reaches it for a long time;
+//! - a region maps its range from the start up as it grows
+//!   ([`GrowingRange`]), a chunk at a time, with `MAP_FIXED_NOREPLACE`: the
+//!   kernel checks each piece against `RLIMIT_AS` like any other mapping,
+//!   whenever the limit was set, and the process's mapped size follows what
+//!   the shim holds. A piece that cannot be mapped (the limit, or another
+//!   mapping that got there first) ends the region's growth; the blocks then
+//!   come from libgc, which fails with ENOMEM under the same limit.
 
 use core::ffi::c_void;
-use core::ptr;
-use core::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
-/// Bytes committed so far.
-static COMMITTED: AtomicUsize = AtomicUsize::new(0);
-/// The address-space limit the last commit saw (`RLIM_INFINITY` at first).
-static LIMIT_SEEN: AtomicU64 = AtomicU64::new(libc::RLIM_INFINITY);
-/// `COMMITTED` when that limit was first seen: commits since then count.
-static COMMITTED_BEFORE_LIMIT: AtomicUsize = AtomicUsize::new(0);
+/// Alignment of the regions, as the kernel aligns large mappings, for
+/// transparent huge pages.
+pub const REGION_ALIGN: usize = 2 << 20;
 
-/// Reserves `size` bytes of address space; returns its start. Reserves
-/// nothing under an address-space limit.
-pub fn reserve(size: usize) -> Option<usize> {
-    if address_limit().is_some() {
-        return None;
+/// Consecutive pieces of one free range of address space, found at
+/// start-up, handed out to the regions.
+pub struct Placement {
+    next: usize,
+    end: usize,
+}
+
+impl Placement {
+    /// A free range of `len` bytes in the middle of the widest gap between
+    /// the process's mappings, or `None` when no gap is wide enough.
+    pub fn find(len: usize) -> Option<Placement> {
+        let (gap_start, gap_end) = widest_gap()?;
+        let room = (gap_end - gap_start).checked_sub(len + REGION_ALIGN)?;
+        let start = (gap_start + room / 2).next_multiple_of(REGION_ALIGN);
+        Some(Placement {
+            next: start,
+            end: start + len,
+        })
     }
-    map_anonymous(size, libc::PROT_NONE).map(|base| base as usize)
+
+    /// The start of a range of `len` bytes, `align`-aligned, preceded by
+    /// `table_len` bytes of zeroed memory (mapped now) for the range's
+    /// table ([`table_byte`]). The table is kept out of the library's static
+    /// data, which libgc scans at every collection, and an entry is one load
+    /// at a small displacement from the range's start.
+    pub fn take_with_table(&mut self, table_len: usize, len: usize, align: usize) -> Option<usize> {
+        let start = (self.next + table_len).next_multiple_of(align);
+        if start + len > self.end || !map_fixed(start - table_len, table_len) {
+            return None;
+        }
+        self.next = start + len;
+        Some(start)
+    }
+
+    /// The start of a range of `len` bytes, `align`-aligned, not mapped.
+    pub fn take(&mut self, len: usize, align: usize) -> Option<usize> {
+        self.take_with_table(0, len, align)
+    }
 }
 
-/// Reserves `size` bytes of address space, 2 MiB-aligned (as the kernel
-/// aligns large mappings, for transparent huge pages), preceded by
-/// `table_len` bytes of zeroed memory for the region's table of a byte per
-/// span; returns the region's start. The table is kept out of the library's
-/// static data, which libgc scans at every collection, and an entry is one
-/// load at a small displacement from the region's start ([`table_byte`]).
-/// Reserves nothing under an address-space limit.
-pub fn reserve_with_table(size: usize, table_len: usize) -> Option<usize> {
-    const ALIGN: usize = 2 << 20;
-    let start = reserve(table_len + size + ALIGN)?;
-    let base = (start + table_len).next_multiple_of(ALIGN);
-    make_writable(base - table_len, table_len).then_some(base)
+/// A range of address space that is mapped from its start up, a chunk at a
+/// time, as its owner grows into it.
+pub struct GrowingRange {
+    start: AtomicUsize,
+    /// How far from `start` the range is mapped.
+    mapped: AtomicUsize,
+    size: usize,
+    chunk: usize,
 }
 
-/// Makes `[start, start + len)`, in a reservation of ours that nothing uses
-/// yet, readable and writable.
-fn make_writable(start: usize, len: usize) -> bool {
-    // SAFETY: the range lies in a reservation of ours that nothing uses yet
-    // (caller's contract); it becomes zero-filled memory.
-    let rc = unsafe {
-        libc::mprotect(
-            start as *mut c_void,
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-        )
-    };
-    rc == 0
+impl GrowingRange {
+    /// A range of `size` bytes, mapped `chunk` bytes at a time (a multiple
+    /// of the largest page size, 64 KiB), not placed yet.
+    pub const fn new(size: usize, chunk: usize) -> Self {
+        GrowingRange {
+            start: AtomicUsize::new(0),
+            mapped: AtomicUsize::new(0),
+            size,
+            chunk,
+        }
+    }
+
+    /// Places the range at `start`, from a [`Placement`].
+    pub fn place(&self, start: usize) {
+        self.start.store(start, Ordering::Release);
+    }
+
+    /// Where the range starts; 0 until it is placed.
+    pub fn start(&self) -> usize {
+        self.start.load(Ordering::Acquire)
+    }
+
+    /// Bytes mapped so far.
+    pub fn mapped(&self) -> usize {
+        self.mapped.load(Ordering::Relaxed)
+    }
+
+    /// Makes the first `len` bytes of the range mapped, readable and
+    /// writable (zero where never mapped before). Callers serialize calls
+    /// on one range.
+    pub fn ensure_mapped(&self, len: usize) -> bool {
+        let mapped = self.mapped.load(Ordering::Relaxed);
+        if len <= mapped {
+            return true;
+        }
+        let start = self.start();
+        let upto = len.next_multiple_of(self.chunk).min(self.size);
+        if start == 0 || len > self.size || !map_fixed(start + mapped, upto - mapped) {
+            return false;
+        }
+        self.mapped.store(upto, Ordering::Release);
+        true
+    }
 }
 
-/// Byte `index` of the table of `table_len` bytes before the region at
+/// Byte `index` of the table of `table_len` bytes before the range at
 /// `base`.
 ///
 /// # Safety
-/// `base` must come from [`reserve_with_table`]`(_, table_len)`, and
-/// `index < table_len`.
+/// `base` must come from [`Placement::take_with_table`]`(table_len, ..)`,
+/// and `index < table_len`.
 #[inline(always)]
 pub unsafe fn table_byte(base: usize, table_len: usize, index: usize) -> &'static AtomicU8 {
     // SAFETY: the byte lies in the table, mapped readable and writable for
@@ -74,32 +137,67 @@ pub unsafe fn table_byte(base: usize, table_len: usize, index: usize) -> &'stati
     unsafe { &*((base - table_len + index) as *const AtomicU8) }
 }
 
-/// Maps `size` bytes of zeroed memory for the shim's own tables (not
-/// counted as committed: tables are small and mapped before any limit).
-pub fn map_zeroed(size: usize) -> Option<*mut c_void> {
-    map_anonymous(size, libc::PROT_READ | libc::PROT_WRITE)
-}
-
-/// A fresh private anonymous mapping without swap reservation.
-fn map_anonymous(size: usize, protection: i32) -> Option<*mut c_void> {
-    // SAFETY: a new mapping at an address of the kernel's choice; it touches
-    // no existing memory.
+/// Maps `[start, start + len)`, which nothing of the process may use, as
+/// zeroed private memory; fails rather than replace a mapping there.
+fn map_fixed(start: usize, len: usize) -> bool {
+    if len == 0 {
+        return true;
+    }
+    // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping: the
+    // call either maps fresh memory at `start` or fails.
     let p = unsafe {
         libc::mmap(
-            ptr::null_mut(),
-            size,
-            protection,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            start as *mut c_void,
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE
+                | libc::MAP_ANONYMOUS
+                | libc::MAP_NORESERVE
+                | libc::MAP_FIXED_NOREPLACE,
             -1,
             0,
         )
     };
-    (p != libc::MAP_FAILED).then_some(p)
+    if p == libc::MAP_FAILED {
+        return false;
+    }
+    if p as usize != start {
+        // A kernel before 4.17 takes the flag for a hint and maps
+        // elsewhere: that memory is not where the region needs it.
+        // SAFETY: `p` is the mapping this call just made.
+        unsafe { libc::munmap(p, len) };
+        return false;
+    }
+    true
 }
 
-/// The start of the region of `size` bytes at `base` and the offset of `p`
-/// in it, or `None` when `p` lies outside it (or the region was never
-/// reserved).
+/// Gives `[start, start + len)` back to the kernel, address space and all.
+///
+/// # Safety
+/// The range must be a mapping of the shim's that nothing uses any more.
+pub unsafe fn unmap(start: usize, len: usize) {
+    // SAFETY: the caller's contract.
+    unsafe { libc::munmap(start as *mut c_void, len) };
+}
+
+/// Gives the pages of `[start, start + len)` back to the kernel; the range
+/// stays mapped and reads as zero when next touched.
+///
+/// # Safety
+/// The range must be page-aligned memory of the shim's that nothing uses.
+pub unsafe fn discard(start: usize, len: usize) {
+    // SAFETY: the caller's contract.
+    unsafe { libc::madvise(start as *mut c_void, len, libc::MADV_DONTNEED) };
+}
+
+/// Maps `[start, start + len)` again after [`unmap`]: zeroed memory.
+pub fn remap(start: usize, len: usize) -> bool {
+    map_fixed(start, len)
+}
+
+/// The start of the region at `base` (of `size` bytes) and the offset of
+/// `p` in it, or `None` when `p` lies outside it (or the region was never
+/// placed).
 #[inline(always)]
 pub fn offset_in(base: &AtomicUsize, size: usize, p: *mut c_void) -> Option<(usize, usize)> {
     let base = base.load(Ordering::Relaxed);
@@ -107,84 +205,144 @@ pub fn offset_in(base: &AtomicUsize, size: usize, p: *mut c_void) -> Option<(usi
     (base != 0 && offset < size).then_some((base, offset))
 }
 
-/// Makes `[start, start + len)`, inside a reservation and not committed
-/// before, readable and writable (zero-filled on first touch).
-pub fn commit(start: usize, len: usize) -> bool {
-    if !within_address_limit(len) || !make_writable(start, len) {
-        return false;
-    }
-    COMMITTED.fetch_add(len, Ordering::Relaxed);
-    true
-}
+/// Mappings at or above this address are the kernel's (x86_64's
+/// `[vsyscall]` page), not the process's address space.
+const USER_SPACE_END: usize = 1 << 56;
 
-/// The soft RLIMIT_AS, or `None` when there is none.
-fn address_limit() -> Option<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes the struct it is given.
-    let rc = unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut limit) };
-    (rc == 0 && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
-}
-
-/// Whether committing `len` more bytes stays under RLIMIT_AS, counting
-/// what was committed since the limit was set as newly mapped.
-fn within_address_limit(len: usize) -> bool {
-    let Some(limit) = address_limit() else {
-        return true;
-    };
-    if LIMIT_SEEN.swap(limit, Ordering::Relaxed) != limit {
-        COMMITTED_BEFORE_LIMIT.store(COMMITTED.load(Ordering::Relaxed), Ordering::Relaxed);
-    }
-    let Some(mapped) = mapped_bytes() else {
-        return true;
-    };
-    let since_limit = COMMITTED
-        .load(Ordering::Relaxed)
-        .saturating_sub(COMMITTED_BEFORE_LIMIT.load(Ordering::Relaxed));
-    mapped.saturating_add(since_limit).saturating_add(len) as u64 <= limit
-}
-
-/// The process's mapped address space (VmSize), read from /proc/self/statm
-/// with plain system calls: no allocation.
-fn mapped_bytes() -> Option<usize> {
-    let mut buffer = [0u8; 64];
+/// The widest gap between two of the process's mappings, from
+/// `/proc/self/maps`, read with plain system calls into a buffer on the
+/// stack: nothing is allocated.
+fn widest_gap() -> Option<(usize, usize)> {
     // SAFETY: a NUL-terminated path; the descriptor is closed below.
-    let fd = unsafe {
-        libc::open(
-            c"/proc/self/statm".as_ptr(),
-            libc::O_RDONLY | libc::O_CLOEXEC,
-        )
-    };
+    let fd = unsafe { libc::open(c"/proc/self/maps".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
     if fd < 0 {
         return None;
     }
-    // SAFETY: reads at most the buffer's length into it.
-    let n = unsafe { libc::read(fd, buffer.as_mut_ptr().cast(), buffer.len()) };
-    // SAFETY: `fd` is ours.
-    unsafe { libc::close(fd) };
-    if n <= 0 {
-        return None;
-    }
-    let mut pages = 0usize;
-    for &byte in &buffer[..n as usize] {
-        match byte {
-            b'0'..=b'9' => {
-                pages = pages
-                    .checked_mul(10)?
-                    .checked_add(usize::from(byte - b'0'))?
-            }
-            _ => break,
+    let mut lines = MapsParser::default();
+    let mut buffer = [0u8; 4096];
+    loop {
+        // SAFETY: reads at most the buffer's length into it.
+        let n = unsafe { libc::read(fd, buffer.as_mut_ptr().cast(), buffer.len()) };
+        if n <= 0 {
+            break;
+        }
+        for &byte in &buffer[..n as usize] {
+            lines.feed(byte);
         }
     }
-    pages.checked_mul(page_size())
+    // SAFETY: `fd` is ours.
+    unsafe { libc::close(fd) };
+    lines.widest
 }
 
+/// Reads `/proc/self/maps` a byte at a time: each line starts with
+/// `start-end ` in hexadecimal.
+#[derive(Default)]
+struct MapsParser {
+    /// 0: reading the start, 1: the end, 2: the rest of the line.
+    field: u8,
+    start: usize,
+    end: usize,
+    previous_end: Option<usize>,
+    widest: Option<(usize, usize)>,
+}
+
+impl MapsParser {
+    fn feed(&mut self, byte: u8) {
+        let digit = match byte {
+            b'0'..=b'9' => Some(byte - b'0'),
+            b'a'..=b'f' => Some(byte - b'a' + 10),
+            _ => None,
+        };
+        match (self.field, byte, digit) {
+            (0, _, Some(d)) => self.start = self.start.wrapping_shl(4) | usize::from(d),
+            (0, b'-', _) => self.field = 1,
+            (1, _, Some(d)) => self.end = self.end.wrapping_shl(4) | usize::from(d),
+            (1, _, None) => {
+                self.mapping(self.start, self.end);
+                self.field = 2;
+            }
+            (_, b'\n', _) => *self = MapsParser {
+                previous_end: self.previous_end,
+                widest: self.widest,
+                ..MapsParser::default()
+            },
+            _ => {}
+        }
+    }
+
+    fn mapping(&mut self, start: usize, end: usize) {
+        if start >= USER_SPACE_END || end < start {
+            return;
+        }
+        if let Some(previous_end) = self.previous_end {
+            let widest = self.widest.map_or(0, |(from, to)| to - from);
+            if start > previous_end && start - previous_end > widest {
+                self.widest = Some((previous_end, start));
+            }
+        }
+        self.previous_end = Some(end);
+    }
+}
+
+/// The system's page size, read at run time (4, 16 or 64 KiB on aarch64).
 pub fn page_size() -> usize {
     // SAFETY: sysconf has no preconditions.
     match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
         n if n > 0 => n as usize,
         _ => 4096,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Option<(usize, usize)> {
+        let mut parser = MapsParser::default();
+        text.bytes().for_each(|b| parser.feed(b));
+        parser.widest
+    }
+
+    #[test]
+    fn the_widest_gap_lies_between_two_user_mappings() {
+        let maps = "\
+55d1c2a4e000-55d1c2a50000 r--p 00000000 fe:01 123 /usr/bin/cat
+55d1c2a50000-55d1c2a55000 r-xp 00002000 fe:01 123 /usr/bin/cat
+55d1c3000000-55d1c3021000 rw-p 00000000 00:00 0 [heap]
+7f0000000000-7f0000100000 rw-p 00000000 00:00 0
+7f0000200000-7f0000300000 r--p 00000000 fe:01 9 /usr/lib/x86_64-linux-gnu/libc.so.6
+7ffc00000000-7ffc00021000 rw-p 00000000 00:00 0 [stack]
+ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0 [vsyscall]
+";
+        assert_eq!(parse(maps), Some((0x55d1c3021000, 0x7f0000000000)));
+        assert_eq!(parse("7f0000000000-7f0000100000 rw-p 0 0 0\n"), None);
+    }
+
+    #[test]
+    fn placement_is_centred_in_the_gap_and_aligned() {
+        let gap = widest_gap().expect("this process has mappings");
+        let len = 1 << 30;
+        let mut placement = Placement::find(len).expect("a test process has room");
+        let start = placement.next;
+        assert_eq!(start % REGION_ALIGN, 0);
+        assert!(start >= gap.0 && start + len <= gap.1);
+        let base = placement
+            .take_with_table(4096, 64 << 20, REGION_ALIGN)
+            .expect("the table maps");
+        assert_eq!(base % REGION_ALIGN, 0);
+        // SAFETY: index 4095 of the 4096-byte table before `base`.
+        unsafe { table_byte(base, 4096, 4095) }.store(1, Ordering::Relaxed);
+        let range = GrowingRange::new(64 << 20, 1 << 20);
+        range.place(base);
+        assert!(range.ensure_mapped(1));
+        assert_eq!(range.mapped(), 1 << 20);
+        assert!(range.ensure_mapped(3 << 20));
+        assert!(!range.ensure_mapped(65 << 20));
+        // SAFETY: the first 3 MiB of the range were just mapped.
+        unsafe { ((base + (3 << 20) - 1) as *mut u8).write(7) };
+        // Mapping again over what is mapped fails rather than replace it.
+        assert!(!map_fixed(base, 4096));
+        assert!(placement.take(len, REGION_ALIGN).is_none());
     }
 }

@@ -37,7 +37,7 @@ const MAX_REQUEST: usize = isize::MAX as usize;
 /// each block's first word.
 static DEFERRED_FREES: AtomicPtr<c_void> = AtomicPtr::new(ptr::null_mut());
 
-fn set_errno(value: i32) {
+pub fn set_errno(value: i32) {
     // SAFETY: __errno_location returns this thread's errno.
     unsafe { *libc::__errno_location() = value };
 }
@@ -133,6 +133,15 @@ fn small_cache_usable(me: &ThreadState) -> bool {
     matches!(me.mode.get(), MODE_COLLECTOR | MODE_PENDING) && me.bypass.get() == 0
 }
 
+/// Gives the free blocks this thread's cache holds back to their spans
+/// (for `malloc_trim`), when the cache is in use.
+pub fn flush_own_cache() {
+    let me = tls::current();
+    if small_cache_usable(me) {
+        me.cache.flush();
+    }
+}
+
 fn collector_malloc(me: &ThreadState, size: usize, contents: Contents) -> *mut c_void {
     release_deferred_frees();
     if size <= MAX_SMALL {
@@ -148,7 +157,7 @@ fn collector_malloc(me: &ThreadState, size: usize, contents: Contents) -> *mut c
         if !p.is_null() {
             return p;
         }
-        // The region is used up (or could not be reserved): ask libgc.
+        // The region is used up (or could not be placed or grow): ask libgc.
     } else if size <= MAX_LARGE {
         if let Some((p, zeroed)) = large::allocate(large::class_of(size)) {
             if contents == Contents::Zeroed && !zeroed {

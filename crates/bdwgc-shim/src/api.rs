@@ -9,7 +9,7 @@
 use core::ffi::{c_char, c_int, c_void};
 
 use crate::sys::StartRoutine;
-use crate::{alloc, dlopen as dl, real, signals, stats, threads, tls};
+use crate::{alloc, dlopen as dl, memory, real, signals, stats, threads, tls};
 
 // ---------------------------------------------------------------------------
 // The malloc family
@@ -82,6 +82,35 @@ pub extern "C" fn pvalloc(size: usize) -> *mut c_void {
 pub unsafe extern "C" fn malloc_usable_size(ptr: *mut c_void) -> usize {
     // SAFETY: caller's contract.
     unsafe { alloc::usable_size(ptr) }
+}
+
+/// Gives free memory back to the system now; 1 when some was released.
+#[no_mangle]
+pub extern "C" fn malloc_trim(pad: usize) -> c_int {
+    memory::trim(pad)
+}
+
+#[no_mangle]
+pub extern "C" fn mallinfo2() -> memory::MallInfo2 {
+    memory::mallinfo2_or_glibc()
+}
+
+#[no_mangle]
+pub extern "C" fn mallinfo() -> memory::MallInfo {
+    memory::mallinfo_or_glibc()
+}
+
+#[no_mangle]
+pub extern "C" fn malloc_stats() {
+    memory::print_stats()
+}
+
+/// # Safety
+/// As glibc's `malloc_info`.
+#[no_mangle]
+pub unsafe extern "C" fn malloc_info(options: c_int, stream: *mut libc::FILE) -> c_int {
+    // SAFETY: caller's contract.
+    unsafe { memory::print_info(options, stream) }
 }
 
 // ---------------------------------------------------------------------------

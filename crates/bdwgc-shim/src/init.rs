@@ -5,7 +5,7 @@
 //! make, and the shim never calls `GC_init`.
 //!
 //! 1. **Set-up**, from the shim's constructor, before `main`: binds libc's
-//!    functions, reserves the regions, and installs the collector's
+//!    functions, places the regions, and installs the collector's
 //!    root-pushing hook (`GC_set_push_other_roots` is a plain store into a
 //!    variable libgc initializes statically and `GC_init` never resets;
 //!    it changes no setting the program makes). From here on malloc is
@@ -141,7 +141,7 @@ pub fn on_main_thread() -> bool {
     unsafe { libc::syscall(libc::SYS_gettid) as libc::pid_t == libc::getpid() }
 }
 
-/// Step 1, once: binds libc, reserves the regions, installs the hook.
+/// Step 1, once: binds libc, places the regions, installs the hook.
 /// Calls nothing in libgc that would initialize it or change its settings.
 pub fn set_up() {
     if STATE
@@ -157,14 +157,18 @@ pub fn set_up() {
     }
     real::resolve_all();
     stats::read_environment();
+    crate::purge::read_environment();
     if !crate::sys::libgc_is_linked() {
         STATE.store(DISABLED, Ordering::Release);
         return;
     }
     // The regions are scanned through libgc's hook, or not used at all.
     if scan::install_hook() {
-        small::reserve_region();
-        large::reserve_region();
+        let address_space = small::ADDRESS_SPACE + large::ADDRESS_SPACE;
+        if let Some(mut placement) = crate::address_space::Placement::find(address_space) {
+            small::place_region(&mut placement);
+            large::place_region(&mut placement);
+        }
     }
     register_fork_handlers();
     threads::create_exit_key();
@@ -257,12 +261,14 @@ pub fn enable_threads(me: &ThreadState) {
 /// so the order relative to libgc's own fork handlers does not matter.
 fn register_fork_handlers() {
     extern "C" fn prepare() {
+        crate::purge::lock_for_fork();
         small::lock_all_for_fork();
         large::lock_all_for_fork();
     }
     extern "C" fn after() {
         large::unlock_all_after_fork();
         small::unlock_all_after_fork();
+        crate::purge::unlock_after_fork();
     }
     extern "C" fn after_in_child() {
         after();

@@ -7,15 +7,18 @@
 //! shim keeps them in a second region of its own instead:
 //!
 //! - 72 size classes, four per doubling (1280 bytes to 256 MiB). Up to 2 MiB
-//!   a span (one 4 MiB unit) holds blocks of one class, with a central free
-//!   list per class under a spin lock; a pointer's class is one table lookup;
-//! - a block above 2 MiB has a span of its own (one unit or more). When it
-//!   is freed its units go back to a pool ([`FreeUnits`]) that any such span
-//!   reuses, lowest address first, and a block that `realloc` grows takes
-//!   the free units after it in place. Up to 64 MiB of freed units keep
-//!   their pages, as glibc keeps up to 64 MiB free at the top of its heap,
-//!   so a buffer that grows again does not fault them in again; the rest
-//!   go back to the kernel (`MADV_DONTNEED`);
+//!   a span (one 4 MiB unit) holds blocks of one class; each span keeps its
+//!   own free list, and each class a list of its spans that have free
+//!   blocks, under a spin lock; a pointer's class is one table lookup;
+//! - a block above 2 MiB has a span of its own (one unit or more);
+//! - the units of a freed span go back to a pool ([`FreeUnits`]) that any
+//!   span reuses, lowest address first, and a block that `realloc` grows
+//!   takes the free units after it in place. A freed block's units keep
+//!   their pages for the purge delay ([`crate::purge`]), so a buffer that
+//!   is replaced or grows again does not fault them in again; a span of
+//!   smaller blocks stays with its class while it is wholly free, for the
+//!   same delay. Then their units are unmapped: memory and address space
+//!   go back to the kernel, and come back zero;
 //! - a live bit per block. The collector scans live blocks only
 //!   ([`crate::scan`]). A freed block is not scanned, so it needs no
 //!   clearing (a stale pointer in it keeps nothing alive); a reused block
@@ -24,49 +27,71 @@
 //! - blocks of 1-2 MiB go back to the kernel when freed, so they cost no
 //!   memory while free and come back zero.
 //!
-//! When the region cannot be reserved or is used up, or libgc lacks the hook,
-//! large blocks come from libgc as before.
+//! The region's address space is placed at start-up and mapped unit by unit
+//! as spans need it ([`crate::address_space`]). When it cannot be placed or
+//! cannot grow (used up, or refused by `RLIMIT_AS`), or libgc lacks the
+//! hook, large blocks come from libgc as before.
 
 use core::ffi::c_void;
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
-use crate::address_space;
-use crate::central::{Central, CentralLists};
+use crate::address_space::{self, GrowingRange, Placement};
+use crate::central::{ClassList, SpanState};
+use crate::purge;
 use crate::scan::Ranges;
 use crate::small::MAX_SMALL;
+use crate::spin::SpinLocked;
 
 /// The largest size served from the region; larger blocks come from libgc.
 pub const MAX_LARGE: usize = 256 << 20;
 const UNIT_SHIFT: u32 = 22;
 const UNIT: usize = 1 << UNIT_SHIFT;
-/// Reserved address space (not memory).
+/// The region's address space.
 const REGION_SIZE: usize = 64 << 30;
 const UNITS: usize = REGION_SIZE / UNIT;
 const CLASSES: usize = 72;
 const SMALLEST_BLOCK: usize = 1280;
 const MAX_BLOCKS_PER_SPAN: usize = UNIT / SMALLEST_BLOCK;
 const BITMAP_WORDS: usize = MAX_BLOCKS_PER_SPAN.div_ceil(64);
-/// Freed blocks larger than this are given back to the kernel (those with
-/// a span of their own only beyond [`KEPT_UNITS_MAX`]).
+/// Freed blocks larger than this, in spans of several blocks, give their
+/// pages back to the kernel at once: they cost no memory while free.
 const RETURN_ABOVE: usize = 1 << 20;
-/// Freed units of one-block spans that keep their pages: 64 MiB, the most
-/// glibc keeps free at the top of its heap (twice its largest mmap
-/// threshold, 32 MiB).
-const KEPT_UNITS_MAX: usize = (64 << 20) / UNIT;
 /// The [`unit_class`] entry of a unit that continues a multi-unit span.
 const CONTINUATION: u8 = u8::MAX;
 
-/// The region's start; before it, a byte per unit ([`unit_class`]).
+/// The region's start (0 until it is placed); before it, a byte per unit
+/// ([`unit_class`]).
 static REGION_BASE: AtomicUsize = AtomicUsize::new(0);
-/// Units handed out so far (all committed).
+/// The region's address space, mapped a unit at a time.
+static REGION: GrowingRange = GrowingRange::new(REGION_SIZE, UNIT);
+/// Units handed out so far (mapped, except those purged since).
 static UNITS_USED: AtomicUsize = AtomicUsize::new(0);
-/// Per span (indexed by its first unit): one bit per block, set while the
-/// block is allocated. Read by the collector's hook with the world stopped.
-/// Mapped at start-up (7 MiB, touched only where used) rather than static:
-/// libgc scans a library's static data at every collection.
-static LIVE: AtomicPtr<LiveBits> = AtomicPtr::new(ptr::null_mut());
-type LiveBits = [AtomicU64; BITMAP_WORDS];
+/// What the shim knows about each span, indexed by its first unit. Mapped as
+/// the region grows (448 bytes a unit) rather than static: libgc scans a
+/// library's static data at every collection.
+static SPANS: AtomicPtr<SpanInfo> = AtomicPtr::new(ptr::null_mut());
+const SPANS_SIZE: usize = UNITS * core::mem::size_of::<SpanInfo>();
+static SPANS_RANGE: GrowingRange = GrowingRange::new(SPANS_SIZE, 64 << 10);
+
+/// The address space the region and its tables take from a [`Placement`].
+pub const ADDRESS_SPACE: usize = UNITS + REGION_SIZE + SPANS_SIZE + 2 * address_space::REGION_ALIGN;
+
+/// A span, indexed by its first unit. The collector's hook reads `live`
+/// with the world stopped; `state` of a span of several blocks belongs to
+/// its class's lock, `freed_at` of a free unit to the pool's lock.
+#[repr(C, align(64))]
+struct SpanInfo {
+    /// One bit per block, set while the block is allocated.
+    live: [AtomicU64; BITMAP_WORDS],
+    state: SpanState,
+    /// When the unit was freed with its pages kept ([`purge::now_ms`]).
+    freed_at: AtomicU32,
+}
+
+fn span_state(unit: usize) -> &'static SpanState {
+    &span(unit).state
+}
 
 /// Unit `unit`'s entry in the table before the region at `base`: its span's
 /// class plus one on a span's first unit, `CONTINUATION` on the others, 0
@@ -74,18 +99,19 @@ type LiveBits = [AtomicU64; BITMAP_WORDS];
 #[inline(always)]
 fn unit_class(base: usize, unit: usize) -> &'static AtomicU8 {
     debug_assert!(unit < UNITS);
-    // SAFETY: `base` is the published region, reserved with a table of
+    // SAFETY: `base` is the published region, placed with a table of
     // UNITS bytes.
     unsafe { address_space::table_byte(base, UNITS, unit % UNITS) }
 }
 
-/// The live bits of the span whose first unit is `unit`.
-fn live_bits(unit: usize) -> &'static LiveBits {
+/// The span that starts at `unit`.
+fn span(unit: usize) -> &'static SpanInfo {
     debug_assert!(unit < UNITS);
-    // SAFETY: LIVE is set before the region is published and maps UNITS
-    // zero-initialized entries for the life of the process; atomics may be
+    // SAFETY: SPANS is set before the region is published, and the entries
+    // of every unit handed out are mapped (zero-initialized) before the unit
+    // is, for the life of the process; its fields are atomics, which may be
     // shared.
-    unsafe { &*LIVE.load(Ordering::Relaxed).add(unit) }
+    unsafe { &*SPANS.load(Ordering::Relaxed).add(unit % UNITS) }
 }
 
 /// The class of a request of `size` bytes, `MAX_SMALL < size <= MAX_LARGE`.
@@ -112,17 +138,21 @@ fn blocks_per_span(class: usize) -> usize {
     span_units(class) * UNIT / block_size(class)
 }
 
-/// Reserves the region; called once during initialization, after the
-/// collector's hook is installed ([`crate::scan`]).
-pub fn reserve_region() {
-    let Some(base) = address_space::reserve_with_table(REGION_SIZE, UNITS) else {
+/// Places the region and its span table; called once during
+/// initialization, after the collector's hook is installed
+/// ([`crate::scan`]).
+pub fn place_region(placement: &mut Placement) {
+    let Some(base) = placement.take_with_table(UNITS, REGION_SIZE, address_space::REGION_ALIGN)
+    else {
         return;
     };
-    // Without its table the region stays unpublished: address space only.
-    let Some(live) = address_space::map_zeroed(UNITS * core::mem::size_of::<LiveBits>()) else {
+    // Without its span table the region stays unpublished.
+    let Some(spans) = placement.take(SPANS_SIZE, address_space::REGION_ALIGN) else {
         return;
     };
-    LIVE.store(live.cast(), Ordering::Release);
+    REGION.place(base);
+    SPANS_RANGE.place(spans);
+    SPANS.store(spans as *mut SpanInfo, Ordering::Release);
     REGION_BASE.store(base, Ordering::Release);
 }
 
@@ -154,7 +184,7 @@ fn position(p: usize, class: usize) -> (usize, usize) {
 
 fn set_live(p: usize, class: usize, live: bool) {
     let (unit, index) = position(p, class);
-    let word = &live_bits(unit)[index / 64];
+    let word = &span(unit).live[index / 64];
     let bit = 1u64 << (index % 64);
     if live {
         word.fetch_or(bit, Ordering::Release);
@@ -163,29 +193,50 @@ fn set_live(p: usize, class: usize, live: bool) {
     }
 }
 
-static LISTS: CentralLists<CLASSES, FreeUnits> = CentralLists::new(FreeUnits::new());
+static CLASS_LISTS: [SpinLocked<ClassList>; CLASSES] =
+    [const { SpinLocked::new(ClassList::new(span_state)) }; CLASSES];
+/// The free units, and the lock for handing units out.
+static POOL: SpinLocked<FreeUnits> = SpinLocked::new(FreeUnits::new());
 
-/// The free units below `UNITS_USED`: those of freed one-block spans, kept
-/// for reuse by any one-block span. Guarded by the span lock.
+/// The free units below `UNITS_USED`, reused by any span. Each is either
+/// kept (mapped, holding what its last block left) or unmapped (purged).
+/// Guarded by [`POOL`].
 struct FreeUnits {
     /// One bit per free unit.
     free: [u64; UNITS / 64],
-    /// One bit per free unit whose pages were kept: it may hold old bytes.
-    kept: [u64; UNITS / 64],
+    /// One bit per free unit whose address space was given back.
+    unmapped: [u64; UNITS / 64],
     kept_units: usize,
+    unmapped_units: usize,
 }
 
 impl FreeUnits {
     const fn new() -> Self {
         FreeUnits {
             free: [0; UNITS / 64],
-            kept: [0; UNITS / 64],
+            unmapped: [0; UNITS / 64],
             kept_units: 0,
+            unmapped_units: 0,
         }
     }
 
     fn is_free(&self, unit: usize) -> bool {
         self.free[unit / 64] & (1 << (unit % 64)) != 0
+    }
+
+    fn is_unmapped(&self, unit: usize) -> bool {
+        self.unmapped[unit / 64] & (1 << (unit % 64)) != 0
+    }
+
+    fn set_bits(bits: &mut [u64], from: usize, to: usize, value: bool) {
+        for unit in from..to {
+            let (word, bit) = (unit / 64, 1u64 << (unit % 64));
+            if value {
+                bits[word] |= bit;
+            } else {
+                bits[word] &= !bit;
+            }
+        }
     }
 
     /// The first unit of the lowest run of `units` free units; a run that
@@ -220,47 +271,77 @@ impl FreeUnits {
         to <= UNITS && (from..to.min(used)).all(|unit| self.is_free(unit))
     }
 
-    /// Takes units `from..to`, free or never used (committing those), and
-    /// moves `UNITS_USED` past them. Returns whether their pages are all
-    /// zero, or `None` when they cannot be committed.
+    /// Takes units `from..to`, free or never used, mapping those that are
+    /// not, and moves `UNITS_USED` past them. Returns whether their pages
+    /// are all zero, or `None` when they cannot be mapped.
     fn take(&mut self, from: usize, to: usize, used: usize) -> Option<bool> {
         debug_assert!(self.all_free(from, to, used));
-        if to > used {
-            let fresh = from.max(used);
+        let below = to.min(used);
+        let mut zeroed = true;
+        let mut unit = from;
+        while unit < below {
+            if !self.is_unmapped(unit) {
+                zeroed = false;
+                unit += 1;
+                continue;
+            }
+            let mut end = unit + 1;
+            while end < below && self.is_unmapped(end) {
+                end += 1;
+            }
             let base = REGION_BASE.load(Ordering::Relaxed);
-            if !address_space::commit(base + fresh * UNIT, (to - fresh) * UNIT) {
+            if !address_space::remap(base + unit * UNIT, (end - unit) * UNIT) {
+                return None;
+            }
+            // Mapped again (zero), still free until taken below.
+            Self::set_bits(&mut self.unmapped, unit, end, false);
+            self.unmapped_units -= end - unit;
+            self.kept_units += end - unit;
+            unit = end;
+        }
+        if to > used {
+            if !SPANS_RANGE.ensure_mapped(to * core::mem::size_of::<SpanInfo>())
+                || !REGION.ensure_mapped(to * UNIT)
+            {
                 return None;
             }
             UNITS_USED.store(to, Ordering::Release);
         }
-        let mut zeroed = true;
-        for unit in from..to.min(used) {
-            let (word, bit) = (unit / 64, 1u64 << (unit % 64));
-            self.free[word] &= !bit;
-            if self.kept[word] & bit != 0 {
-                self.kept[word] &= !bit;
-                self.kept_units -= 1;
-                zeroed = false;
-            }
+        if below > from {
+            Self::set_bits(&mut self.free, from, below, false);
+            self.kept_units -= below - from;
         }
         Some(zeroed)
     }
 
-    /// Adds the units of a freed span, `from..to`, whose class entries are
-    /// already cleared; `kept` when their pages were not given back.
-    fn give_back(&mut self, from: usize, to: usize, kept: bool) {
-        for unit in from..to {
-            let (word, bit) = (unit / 64, 1u64 << (unit % 64));
-            self.free[word] |= bit;
-            if kept {
-                self.kept[word] |= bit;
-            }
-        }
-        if kept {
+    /// Adds the units `from..to` of a freed span, whose class entries are
+    /// already cleared: `unmapped` when their address space was given back,
+    /// otherwise kept (with their `since` set).
+    fn give_back(&mut self, from: usize, to: usize, unmapped: bool) {
+        Self::set_bits(&mut self.free, from, to, true);
+        if unmapped {
+            Self::set_bits(&mut self.unmapped, from, to, true);
+            self.unmapped_units += to - from;
+        } else {
             self.kept_units += to - from;
         }
     }
+
+    /// Takes the lowest run (up to 64 units) of kept units that are `due`
+    /// for purging, to be unmapped and given back.
+    fn take_due_run(&mut self, due: impl Fn(usize) -> bool, used: usize) -> Option<(usize, usize)> {
+        let kept = |units: &Self, unit: usize| units.is_free(unit) && !units.is_unmapped(unit);
+        let from = (0..used).find(|&unit| kept(self, unit) && due(unit))?;
+        let mut to = from + 1;
+        while to < used && to - from < 64 && kept(self, to) && due(to) {
+            to += 1;
+        }
+        Self::set_bits(&mut self.free, from, to, false);
+        self.kept_units -= to - from;
+        Some((from, to))
+    }
 }
+
 /// Bytes in allocated blocks, for the collector's pacing ([`crate::scan`]).
 static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
 
@@ -269,12 +350,51 @@ pub fn live_bytes() -> usize {
     LIVE_BYTES.load(Ordering::Relaxed)
 }
 
+/// Bytes of address space the region and its span table have mapped.
+pub fn mapped_bytes() -> usize {
+    let unmapped = POOL.with(|units| units.unmapped_units);
+    (REGION.mapped() - unmapped * UNIT) + SPANS_RANGE.mapped()
+}
+
+/// Bytes of the region and its span table in memory now (a unit at a
+/// time: purged units are not mapped).
+pub fn resident_bytes() -> usize {
+    let base = REGION_BASE.load(Ordering::Acquire);
+    if base == 0 {
+        return 0;
+    }
+    let units = UNITS_USED.load(Ordering::Acquire);
+    let region: usize = (0..units)
+        .map(|unit| crate::memory::resident_in(base + unit * UNIT, UNIT))
+        .sum();
+    region + crate::memory::resident_in(SPANS_RANGE.start(), SPANS_RANGE.mapped())
+}
+
+/// Bytes the region holds free: kept units, and free blocks of spans that
+/// are in use (with what their classes have left to carve).
+pub fn free_bytes() -> usize {
+    if REGION_BASE.load(Ordering::Acquire) == 0 {
+        return 0;
+    }
+    let mut free = POOL.with(|units| units.kept_units) * UNIT;
+    for (class, list) in CLASS_LISTS.iter().enumerate() {
+        free += list.with(|list| list.free_bytes(block_size(class)));
+    }
+    free
+}
+
 pub fn lock_all_for_fork() {
-    LISTS.lock_all_for_fork();
+    POOL.lock();
+    for list in &CLASS_LISTS {
+        list.lock();
+    }
 }
 
 pub fn unlock_all_after_fork() {
-    LISTS.unlock_all_after_fork();
+    for list in &CLASS_LISTS {
+        list.unlock();
+    }
+    POOL.unlock();
 }
 
 /// Sets the class entries of `units` (in the region at `base`) to `entry`.
@@ -284,65 +404,49 @@ fn set_unit_classes(base: usize, units: core::ops::Range<usize>, entry: u8) {
     }
 }
 
-/// Commits a new span for `class` (at the end of the used units: its
-/// blocks are carved as zero); returns its address range.
-fn new_span(class: usize) -> Option<(usize, usize)> {
-    let (start, _) = claim_span(class, |_, used| used)?;
-    Some((start, start + blocks_per_span(class) * block_size(class)))
-}
-
-/// Claims the units of a new span for `class` at the first unit `place`
-/// picks (given the free units and `UNITS_USED`); returns its address and
-/// whether its pages are all zero.
-fn claim_span(
-    class: usize,
-    place: impl FnOnce(&FreeUnits, usize) -> usize,
-) -> Option<(usize, bool)> {
+/// Claims the units of a new span for `class`, the lowest free run that
+/// fits (or new units); returns its first unit and whether its pages are
+/// all zero.
+fn claim_span(class: usize) -> Option<(usize, bool)> {
     let base = REGION_BASE.load(Ordering::Acquire);
     if base == 0 {
         return None;
     }
     let units = span_units(class);
-    LISTS.span_lock.with(|free_units| {
+    POOL.with(|free_units| {
         let used = UNITS_USED.load(Ordering::Relaxed);
-        let first = place(free_units, used);
+        let first = free_units.first_fit(units, used);
         if !free_units.all_free(first, first + units, used) {
             return None;
         }
         let zeroed = free_units.take(first, first + units, used)?;
         set_unit_classes(base, first + 1..first + units, CONTINUATION);
         unit_class(base, first).store(class as u8 + 1, Ordering::Release);
-        Some((base + first * UNIT, zeroed))
+        Some((first, zeroed))
     })
 }
 
-/// Gives the units of the one-block span at `p` (of `class`, freed) back to
-/// the pool, keeping their pages while [`KEPT_UNITS_MAX`] allows.
-fn release_span(p: *mut c_void, class: usize) {
-    let (head, _) = position(p as usize, class);
-    let units = span_units(class);
+/// Gives the `units` units of the span at `head`, which holds no allocated
+/// block and belongs to no class list any more, back to the pool: unmapped
+/// when `unmap`, otherwise with their pages kept.
+fn release_units(head: usize, units: usize, unmap: bool) {
     let base = REGION_BASE.load(Ordering::Relaxed);
-    let release = |free_units: &mut FreeUnits, kept: bool| {
-        set_unit_classes(base, head..head + units, 0);
-        free_units.give_back(head, head + units, kept);
-    };
-    let kept = LISTS.span_lock.with(|free_units| {
-        let keep = free_units.kept_units + units <= KEPT_UNITS_MAX;
-        if keep {
-            release(free_units, true);
-        }
-        keep
-    });
-    if !kept {
+    if unmap {
         // Outside the lock: dropping many pages takes a while. The units are
         // not free yet, so nothing else can take them meanwhile.
-        // SAFETY: the span's pages are ours alone now; they read as zero
-        // when next touched.
-        unsafe { libc::madvise(p, units * UNIT, libc::MADV_DONTNEED) };
-        LISTS
-            .span_lock
-            .with(|free_units| release(free_units, false));
+        // SAFETY: the span is ours alone now; nothing reads it any more.
+        unsafe { address_space::unmap(base + head * UNIT, units * UNIT) };
     }
+    if !unmap {
+        let now = purge::now_ms();
+        for unit in head..head + units {
+            span(unit).freed_at.store(now, Ordering::Relaxed);
+        }
+    }
+    POOL.with(|free_units| {
+        set_unit_classes(base, head..head + units, 0);
+        free_units.give_back(head, head + units, unmap);
+    });
 }
 
 /// Grows the block at `p` of `class` (one with a span of its own) in place
@@ -362,7 +466,7 @@ pub unsafe fn grow_in_place(p: *mut c_void, class: usize, size: usize) -> bool {
     }
     let (head, _) = position(p as usize, class);
     let (from, to) = (head + span_units(class), head + span_units(new_class));
-    LISTS.span_lock.with(|free_units| {
+    POOL.with(|free_units| {
         let used = UNITS_USED.load(Ordering::Relaxed);
         if !free_units.all_free(from, to, used) {
             return false;
@@ -373,8 +477,8 @@ pub unsafe fn grow_in_place(p: *mut c_void, class: usize, size: usize) -> bool {
         let base = REGION_BASE.load(Ordering::Relaxed);
         set_unit_classes(base, from..to, CONTINUATION);
         // The collector's hook sees the old size or the new one; both lie in
-        // committed memory of this block. The new part may hold what a
-        // freed block left there, as glibc's realloc does.
+        // mapped memory of this block. The new part may hold what a freed
+        // block left there, as glibc's realloc does.
         unit_class(base, head).store(new_class as u8 + 1, Ordering::Release);
         LIVE_BYTES.fetch_add(block_size(new_class) - block_size(class), Ordering::Relaxed);
         true
@@ -384,54 +488,37 @@ pub unsafe fn grow_in_place(p: *mut c_void, class: usize, size: usize) -> bool {
 /// A block of `class`, and whether it is known to be all zero; `None` when
 /// the region cannot serve it.
 pub fn allocate(class: usize) -> Option<(*mut c_void, bool)> {
+    purge::tick();
     let size = block_size(class);
     if blocks_per_span(class) == 1 {
-        let (p, zeroed) = claim_span(class, |free_units, used| {
-            free_units.first_fit(span_units(class), used)
-        })?;
+        let (head, zeroed) = claim_span(class)?;
+        let p = REGION_BASE.load(Ordering::Relaxed) + head * UNIT;
         set_live(p, class, true);
         LIVE_BYTES.fetch_add(size, Ordering::Relaxed);
         return Some((p as *mut c_void, zeroed));
     }
-    let taken = LISTS.classes[class].with(|central| take(central, size));
-    let (p, zeroed) = match taken {
+    // Blocks above RETURN_ABOVE gave their pages back when freed.
+    let freed_zeroed = size > RETURN_ABOVE;
+    // The live bit is set under the class's lock, as it is cleared.
+    let take = |list: &mut ClassList| {
+        let (p, zeroed) = list.take_block(size, freed_zeroed)?;
+        set_live(p as usize, class, true);
+        Some((p, zeroed))
+    };
+    let taken = match CLASS_LISTS[class].with(take) {
         Some(block) => block,
         None => {
-            let (start, end) = new_span(class)?;
-            LISTS.classes[class].with(|central| {
-                // Another thread may have added a span meanwhile: keep the
-                // rest of it on the free list rather than lose it.
-                central.retire_carve(size);
-                central.carve_next = start;
-                central.carve_end = end;
-                take(central, size)
+            let (head, zeroed) = claim_span(class)?;
+            let start = REGION_BASE.load(Ordering::Relaxed) + head * UNIT;
+            let end = start + blocks_per_span(class) * size;
+            CLASS_LISTS[class].with(|list| {
+                list.start_carving(head, start, end, zeroed);
+                take(list)
             })?
         }
     };
-    set_live(p as usize, class, true);
     LIVE_BYTES.fetch_add(size, Ordering::Relaxed);
-    Some((p, zeroed))
-}
-
-fn take(central: &mut Central, size: usize) -> Option<(*mut c_void, bool)> {
-    let block = central.free;
-    if !block.is_null() {
-        // SAFETY: free blocks link through their first word; the block is
-        // ours now, and its link is cleared.
-        unsafe {
-            central.free = block.cast::<*mut c_void>().read();
-            block.cast::<*mut c_void>().write(ptr::null_mut());
-        }
-        // Blocks above RETURN_ABOVE were given back to the kernel when freed.
-        return Some((block, size > RETURN_ABOVE));
-    }
-    if central.carve_next + size <= central.carve_end {
-        let block = central.carve_next as *mut c_void;
-        central.carve_next += size;
-        // Never used: fresh pages, all zero.
-        return Some((block, true));
-    }
-    None
+    Some(taken)
 }
 
 /// Takes back the large block `p` of `class`.
@@ -440,22 +527,72 @@ fn take(central: &mut Central, size: usize) -> Option<(*mut c_void, bool)> {
 /// `p` must be a live block of `class` from [`allocate`], freed once.
 pub unsafe fn free(p: *mut c_void, class: usize) {
     let size = block_size(class);
-    set_live(p as usize, class, false);
     LIVE_BYTES.fetch_sub(size, Ordering::Relaxed);
     if blocks_per_span(class) == 1 {
-        release_span(p, class);
+        set_live(p as usize, class, false);
+        let (head, _) = position(p as usize, class);
+        release_units(head, span_units(class), purge::is_immediate());
         return;
     }
     if size > RETURN_ABOVE {
-        // SAFETY: the block's pages are ours alone now; they read as zero
-        // when next touched.
-        unsafe { libc::madvise(p, size, libc::MADV_DONTNEED) };
+        // SAFETY: the block is the caller's to give back, page-aligned (its
+        // size is a multiple of 256 KiB, in a span that starts a unit); it
+        // reads as zero when next touched.
+        unsafe { address_space::discard(p as usize, size) };
     }
-    LISTS.classes[class].with(|central| {
-        // SAFETY: as above; its first word becomes the list link.
-        unsafe { p.cast::<*mut c_void>().write(central.free) };
-        central.free = p;
+    let (unit, _) = position(p as usize, class);
+    let released = CLASS_LISTS[class].with(|list| {
+        set_live(p as usize, class, false);
+        // SAFETY: the caller's contract: a block of this class, of the
+        // span at `unit`.
+        let wholly_free = unsafe { list.put_block(p, unit, size) };
+        if wholly_free && purge::is_immediate() {
+            list.remove_span(unit);
+            return true;
+        }
+        false
     });
+    if released {
+        release_units(unit, span_units(class), true);
+    }
+}
+
+/// Purges what is due at `now` (everything free with `everything`): wholly
+/// free spans of several blocks, then kept units. Returns whether anything
+/// was given back.
+pub fn purge(now: u32, everything: bool) -> bool {
+    if REGION_BASE.load(Ordering::Acquire) == 0 {
+        return false;
+    }
+    let mut released = false;
+    for (class, list) in CLASS_LISTS.iter().enumerate() {
+        if blocks_per_span(class) == 1 {
+            continue;
+        }
+        loop {
+            // A few spans at a time, so that the class's lock is not held
+            // long; they are unmapped outside it.
+            let mut due = [0usize; 16];
+            let is_due = |since| purge::is_due(since, now);
+            let count = list.with(|list| list.take_idle(now, is_due, everything, &mut due));
+            for &unit in &due[..count] {
+                release_units(unit, span_units(class), true);
+            }
+            released |= count > 0;
+            if count < due.len() {
+                break;
+            }
+        }
+    }
+    let due =
+        |unit: usize| everything || purge::is_due(span(unit).freed_at.load(Ordering::Relaxed), now);
+    while let Some((from, to)) =
+        POOL.with(|units| units.take_due_run(due, UNITS_USED.load(Ordering::Relaxed)))
+    {
+        release_units(from, to - from, true);
+        released = true;
+    }
+    released
 }
 
 /// Hands every live block to the collector (from its push hook, with the
@@ -471,14 +608,14 @@ pub fn push_live_blocks(ranges: &mut Ranges) {
             continue;
         };
         let size = block_size(class);
-        let span = base + unit * UNIT;
+        let start_of_span = base + unit * UNIT;
         let words = blocks_per_span(class).div_ceil(64);
-        for (w, word) in live_bits(unit).iter().enumerate().take(words) {
+        for (w, word) in span(unit).live.iter().enumerate().take(words) {
             let mut bits = word.load(Ordering::Acquire);
             while bits != 0 {
                 let index = w * 64 + bits.trailing_zeros() as usize;
                 bits &= bits - 1;
-                let start = span + index * size;
+                let start = start_of_span + index * size;
                 ranges.add(start, start + size);
             }
         }
@@ -512,10 +649,10 @@ mod tests {
     #[test]
     fn first_fit_takes_the_lowest_free_run_long_enough() {
         let mut units = FreeUnits::new();
-        units.give_back(3, 5, false);
-        units.give_back(10, 14, true);
-        units.give_back(60, 70, false); // across a word boundary
-        units.give_back(90, 100, false); // up to the used units' end
+        units.give_back(3, 5, true);
+        units.give_back(10, 14, false);
+        units.give_back(60, 70, true); // across a word boundary
+        units.give_back(90, 100, true); // up to the used units' end
         let used = 100;
         assert_eq!(units.first_fit(1, used), 3);
         assert_eq!(units.first_fit(2, used), 3);
@@ -535,11 +672,16 @@ mod tests {
         assert!(!units.all_free(UNITS - 1, UNITS + 1, UNITS));
 
         // Taking kept units says they may hold old bytes.
-        assert_eq!(units.kept_units, 4);
+        assert_eq!((units.kept_units, units.unmapped_units), (4, 22));
         assert_eq!(units.take(10, 12, used), Some(false));
-        assert_eq!(units.take(3, 5, used), Some(true));
         assert_eq!(units.kept_units, 2);
-        assert_eq!(units.first_fit(2, used), 12);
+        assert_eq!(units.first_fit(2, used), 3);
         assert_eq!(units.first_fit(3, used), 60);
+
+        // Purging takes due kept units only, lowest first.
+        assert_eq!(units.take_due_run(|unit| unit != 12, used), Some((13, 14)));
+        assert_eq!(units.take_due_run(|unit| unit != 12, used), None);
+        assert_eq!(units.take_due_run(|_| true, used), Some((12, 13)));
+        assert_eq!(units.kept_units, 0);
     }
 }

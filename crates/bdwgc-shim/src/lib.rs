@@ -54,10 +54,12 @@
 //! or bit per block, read from libgc's root-pushing hook and a mark
 //! procedure), never freed ones, so freed blocks are not cleared: a reused
 //! block holds its last owner's bytes, as with glibc. Larger and
-//! over-aligned blocks take libgc's allocation lock. The regions reserve
-//! 4 GiB and 64 GiB of address space; small-block memory is never returned
-//! to the system, large blocks above 1 MiB are when freed (beyond 64 MiB of
-//! freed blocks above 2 MiB, which keep their pages for reuse). malloc
+//! over-aligned blocks take libgc's allocation lock. The regions (4 GiB and
+//! 64 GiB) reserve nothing: they map their address space as they grow, so
+//! `RLIMIT_AS` applies to them like to any mapping. A span whose blocks
+//! are all free goes back to the system after a delay
+//! (`BDWGC_SHIM_PURGE_DELAY_MS`, 1 s by default), and `malloc_trim(0)`
+//! gives back everything free at once. malloc
 //! memory is scanned at every collection. Memory glibc handed out before
 //! the shim was set up stays unscanned until it is reallocated. Threads started
 //! with raw `clone`, and pointers hidden from a conservative scan (XOR-ed,
@@ -81,6 +83,10 @@ mod dlopen;
 mod init;
 #[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
 mod large;
+#[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+mod memory;
+#[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+mod purge;
 #[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
 mod real;
 #[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
@@ -118,6 +124,17 @@ pub struct Stats {
     pub threads_registered: u64,
     /// Frees that had to wait because libgc might hold its lock.
     pub deferred_frees: u64,
+    /// Address space the shim's regions have mapped (blocks and tables).
+    pub bytes_mapped: u64,
+    /// How much of it is in memory.
+    pub bytes_resident: u64,
+    /// Bytes of blocks handed out and not freed (with the free small blocks
+    /// threads keep in their caches).
+    pub bytes_in_use: u64,
+    /// Free bytes the regions keep for reuse, with their pages.
+    pub bytes_free: u64,
+    /// Free bytes whose pages went back to the kernel (still mapped).
+    pub bytes_purged: u64,
 }
 
 /// This crate's version.

@@ -62,6 +62,11 @@ real_functions! {
     ) -> c_int;
     mq_notify = "mq_notify": fn(mq: libc::mqd_t, event: *const libc::sigevent) -> c_int;
     malloc_usable_size = "malloc_usable_size": fn(ptr: *mut c_void) -> usize;
+    malloc_trim = "malloc_trim": fn(pad: usize) -> c_int;
+    mallinfo2 = "mallinfo2": fn() -> crate::memory::MallInfo2;
+    mallinfo = "mallinfo": fn() -> crate::memory::MallInfo;
+    malloc_stats = "malloc_stats": fn() -> ();
+    malloc_info = "malloc_info": fn(options: c_int, stream: *mut libc::FILE) -> c_int;
 }
 
 fn lookup(slot: &AtomicUsize, name: &[u8]) -> usize {

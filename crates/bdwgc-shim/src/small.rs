@@ -4,8 +4,9 @@
 //! on every call, and telling a freed pointer's origin takes libgc header
 //! lookups. Small blocks therefore come from a region of the shim's own:
 //!
-//! - one address range reserved at start-up, committed 64 KiB span by span;
-//!   libgc never collects it;
+//! - one address range placed at start-up and mapped as it grows
+//!   ([`crate::address_space`]), handed out 64 KiB span by span; libgc
+//!   never collects it;
 //! - each span holds blocks of one size class (16 to 1024 bytes, every 16), so
 //!   a pointer's class is one table lookup, and "is this ours" is a range
 //!   check;
@@ -17,19 +18,24 @@
 //!   clears it. (Clearing every block on free made a malloc/free churn 1.3x
 //!   glibc's time; without it, about half of glibc's.)
 //! - each thread keeps a cache of free blocks per class; caches trade blocks
-//!   with a central list per class, in batches, under a spin lock taken once
-//!   per batch.
+//!   with the class's spans ([`crate::central`]), in batches, under a spin
+//!   lock taken once per batch;
+//! - a span whose blocks are all back (none allocated, none in a thread's
+//!   cache) leaves its class after the purge delay ([`crate::purge`]): its
+//!   pages go back to the kernel and any class may take it next.
 //!
-//! When the range cannot be reserved or is used up, small blocks come from
-//! libgc like the others.
+//! When the range cannot be placed, or cannot grow (used up, or refused by
+//! `RLIMIT_AS`), small blocks come from libgc like the others.
 
 use core::cell::Cell;
 use core::ffi::c_void;
 use core::ptr;
-use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering};
 
-use crate::address_space;
-use crate::central::{Central, CentralLists};
+use crate::address_space::{self, GrowingRange, Placement};
+use crate::central::{ClassList, SpanState};
+use crate::purge;
+use crate::spin::SpinLocked;
 
 /// The largest size served from the region.
 pub const MAX_SMALL: usize = 1024;
@@ -37,7 +43,7 @@ const GRANULE: usize = 16;
 const CLASSES: usize = MAX_SMALL / GRANULE;
 const SPAN_SHIFT: u32 = 16;
 const SPAN_SIZE: usize = 1 << SPAN_SHIFT;
-/// Reserved address space (not memory): 4 GiB of small blocks at most.
+/// The region's address space: 4 GiB of small blocks at most.
 const REGION_SIZE: usize = 4 << 30;
 const MAX_SPANS: usize = REGION_SIZE / SPAN_SIZE;
 /// Blocks a thread keeps per class before it hands half of them back: 64
@@ -74,18 +80,36 @@ fn batch(class: usize) -> u16 {
     thread_limit(class) / 2
 }
 
-/// The region's start; before it, a byte per span: the span's class
-/// plus one (0: not in use), read through [`span_class_entry`].
+/// The region's start (0 until it is placed and its map too); before it, a
+/// byte per span: the span's class plus one (0: not in use), read through
+/// [`span_class_entry`].
 static REGION_BASE: AtomicUsize = AtomicUsize::new(0);
-/// Spans handed out so far (all committed).
+/// The region's address space, mapped 2 MiB at a time as spans are handed
+/// out.
+static REGION: GrowingRange = GrowingRange::new(REGION_SIZE, 2 << 20);
+/// Spans handed out so far (all mapped).
 static SPANS_USED: AtomicUsize = AtomicUsize::new(0);
 /// The live-byte map: one byte per granule of the region, 1 at the first
-/// granule of each allocated block. Mapped (256 MiB of address space,
-/// touched one page per span in use) rather than static, since libgc scans
-/// a library's static data. Stored biased, as the address of the byte for
-/// address 0, so that a block's byte is one add away: `LIVE_BIASED + p / 16`.
+/// granule of each allocated block; mapped as the region grows (4 KiB per
+/// span) rather than static, since libgc scans a library's static data.
+/// Stored biased, as the address of the byte for address 0, so that a
+/// block's byte is one add away: `LIVE_BIASED + p / 16`.
 static LIVE_BIASED: AtomicUsize = AtomicUsize::new(0);
 const LIVE_MAP_SIZE: usize = REGION_SIZE / GRANULE;
+static LIVE_MAP: GrowingRange = GrowingRange::new(LIVE_MAP_SIZE, (2 << 20) / GRANULE);
+
+/// Each span's part of its class's lists, indexed by span; mapped as the
+/// region grows.
+static SPAN_STATES: AtomicPtr<SpanState> = AtomicPtr::new(ptr::null_mut());
+const SPAN_STATES_SIZE: usize = MAX_SPANS * core::mem::size_of::<SpanState>();
+static SPAN_STATES_RANGE: GrowingRange = GrowingRange::new(SPAN_STATES_SIZE, 64 << 10);
+
+/// The address space the region and its tables take from a [`Placement`].
+pub const ADDRESS_SPACE: usize = MAX_SPANS
+    + REGION_SIZE
+    + LIVE_MAP_SIZE
+    + SPAN_STATES_SIZE
+    + 3 * address_space::REGION_ALIGN;
 
 /// The class of a request of `size` bytes (0..=MAX_SMALL); its blocks are
 /// [`block_size`] bytes.
@@ -94,21 +118,53 @@ pub fn class_of(size: usize) -> usize {
     size.saturating_sub(1) / GRANULE
 }
 
-/// Reserves the region; called once during initialization, after the
-/// collector's hook is installed ([`crate::scan`]).
-pub fn reserve_region() {
-    let Some(base) = address_space::reserve_with_table(REGION_SIZE, MAX_SPANS) else {
+/// Places the region and its live map; called once during initialization,
+/// after the collector's hook is installed ([`crate::scan`]).
+pub fn place_region(placement: &mut Placement) {
+    let Some(base) = placement.take_with_table(MAX_SPANS, REGION_SIZE, address_space::REGION_ALIGN)
+    else {
         return;
     };
-    // Without its map the region stays unpublished: address space only.
-    let Some(map) = address_space::map_zeroed(LIVE_MAP_SIZE) else {
+    // Without its tables the region stays unpublished.
+    let Some(map) = placement.take(LIVE_MAP_SIZE, address_space::REGION_ALIGN) else {
         return;
     };
-    LIVE_BIASED.store(
-        (map as usize).wrapping_sub(base / GRANULE),
-        Ordering::Release,
-    );
+    let Some(states) = placement.take(SPAN_STATES_SIZE, address_space::REGION_ALIGN) else {
+        return;
+    };
+    REGION.place(base);
+    LIVE_MAP.place(map);
+    SPAN_STATES_RANGE.place(states);
+    SPAN_STATES.store(states as *mut SpanState, Ordering::Release);
+    LIVE_BIASED.store(map.wrapping_sub(base / GRANULE), Ordering::Release);
     REGION_BASE.store(base, Ordering::Release);
+}
+
+/// Bytes of address space the region and its tables have mapped.
+pub fn mapped_bytes() -> usize {
+    REGION.mapped() + LIVE_MAP.mapped() + SPAN_STATES_RANGE.mapped()
+}
+
+/// Bytes of the region and its tables in memory now.
+pub fn resident_bytes() -> usize {
+    [&REGION, &LIVE_MAP, &SPAN_STATES_RANGE]
+        .iter()
+        .map(|range| crate::memory::resident_in(range.start(), range.mapped()))
+        .sum()
+}
+
+/// The state of span `index`, in the span table.
+fn span_state(index: usize) -> &'static SpanState {
+    debug_assert!(index < MAX_SPANS);
+    // SAFETY: SPAN_STATES is set before the region is published, and the
+    // entry of every span handed out is mapped (zero-initialized) before the
+    // span is, for the life of the process; its fields are atomics.
+    unsafe { &*SPAN_STATES.load(Ordering::Relaxed).add(index % MAX_SPANS) }
+}
+
+/// The index of the span that holds the region block `p`.
+fn span_index(p: *mut c_void) -> usize {
+    (p as usize - REGION_BASE.load(Ordering::Relaxed)) >> SPAN_SHIFT
 }
 
 /// The live byte of the region block at `p`.
@@ -129,9 +185,30 @@ fn set_live(p: *mut c_void, live: bool) {
     live_byte(p).store(u8::from(live), Ordering::Relaxed);
 }
 
-/// Bytes in the spans handed out so far (allocated blocks and free ones).
+/// Bytes in the spans that belong to a class (allocated blocks and free
+/// ones).
 pub fn used_bytes() -> usize {
-    SPANS_USED.load(Ordering::Relaxed) * SPAN_SIZE
+    SPANS_USED
+        .load(Ordering::Relaxed)
+        .saturating_sub(SPANS_FREE.load(Ordering::Relaxed))
+        * SPAN_SIZE
+}
+
+/// Bytes of the classes' spans that are free and not in a thread's cache.
+pub fn free_bytes() -> usize {
+    if REGION_BASE.load(Ordering::Acquire) == 0 {
+        return 0;
+    }
+    CLASS_LISTS
+        .iter()
+        .enumerate()
+        .map(|(class, list)| list.with(|list| list.free_bytes(block_size(class))))
+        .sum()
+}
+
+/// Bytes of the spans that were purged and wait for a class.
+pub fn purged_bytes() -> usize {
+    SPANS_FREE.load(Ordering::Relaxed) * SPAN_SIZE
 }
 
 /// Granules per span: the live-map bytes of one span.
@@ -221,7 +298,7 @@ pub fn class_of_block(p: *mut c_void) -> Option<usize> {
 #[inline(always)]
 fn span_class_entry(base: usize, span: usize) -> &'static AtomicU8 {
     debug_assert!(span < MAX_SPANS);
-    // SAFETY: `base` is the published region, reserved with a table of
+    // SAFETY: `base` is the published region, placed with a table of
     // MAX_SPANS bytes; the span index comes from an offset in the region.
     unsafe { address_space::table_byte(base, MAX_SPANS, span % MAX_SPANS) }
 }
@@ -271,35 +348,130 @@ pub unsafe fn clear_block(p: *mut c_void, class: usize) {
     }
 }
 
-static LISTS: CentralLists<CLASSES> = CentralLists::new(());
+static CLASS_LISTS: [SpinLocked<ClassList>; CLASSES] =
+    [const { SpinLocked::new(ClassList::new(span_state)) }; CLASSES];
+/// The purged spans, and the lock for handing spans out.
+static POOL: SpinLocked<FreeSpans> = SpinLocked::new(FreeSpans {
+    free: [0; MAX_SPANS / 64],
+});
+/// Spans in [`POOL`].
+static SPANS_FREE: AtomicUsize = AtomicUsize::new(0);
+
+/// One bit per purged span below `SPANS_USED`, which any class may take.
+struct FreeSpans {
+    free: [u64; MAX_SPANS / 64],
+}
+
+impl FreeSpans {
+    fn take_lowest(&mut self, used: usize) -> Option<usize> {
+        let words = used.div_ceil(64);
+        let (w, bits) = self.free[..words]
+            .iter()
+            .enumerate()
+            .find(|(_, bits)| **bits != 0)?;
+        let index = w * 64 + bits.trailing_zeros() as usize;
+        self.free[w] &= !(1 << (index % 64));
+        Some(index)
+    }
+
+    fn give_back(&mut self, index: usize) {
+        self.free[index / 64] |= 1 << (index % 64);
+    }
+}
 
 pub fn lock_all_for_fork() {
-    LISTS.lock_all_for_fork();
+    POOL.lock();
+    for list in &CLASS_LISTS {
+        list.lock();
+    }
 }
 
 pub fn unlock_all_after_fork() {
-    LISTS.unlock_all_after_fork();
+    for list in &CLASS_LISTS {
+        list.unlock();
+    }
+    POOL.unlock();
 }
 
-/// Commits a new span for `class`; returns its address range.
-fn new_span(class: usize) -> Option<(usize, usize)> {
+/// Hands out a span for `class`: the lowest purged one, or a new one,
+/// mapping the region's address space (and its tables') as far as needed;
+/// returns its index.
+fn new_span(class: usize) -> Option<usize> {
     let base = REGION_BASE.load(Ordering::Acquire);
     if base == 0 {
         return None;
     }
-    LISTS.span_lock.with(|_| {
-        let index = SPANS_USED.load(Ordering::Relaxed);
-        if index >= MAX_SPANS {
-            return None;
-        }
-        let start = base + index * SPAN_SIZE;
-        if !address_space::commit(start, SPAN_SIZE) {
-            return None;
-        }
+    POOL.with(|pool| {
+        let used = SPANS_USED.load(Ordering::Relaxed);
+        let index = match pool.take_lowest(used) {
+            Some(index) => {
+                SPANS_FREE.fetch_sub(1, Ordering::Relaxed);
+                index
+            }
+            None => {
+                let spans = used + 1;
+                if used >= MAX_SPANS
+                    || !REGION.ensure_mapped(spans * SPAN_SIZE)
+                    || !LIVE_MAP.ensure_mapped(spans * GRANULES_PER_SPAN)
+                    || !SPAN_STATES_RANGE.ensure_mapped(spans * core::mem::size_of::<SpanState>())
+                {
+                    return None;
+                }
+                SPANS_USED.store(spans, Ordering::Release);
+                used
+            }
+        };
         span_class_entry(base, index).store(class as u8 + 1, Ordering::Release);
-        SPANS_USED.store(index + 1, Ordering::Release);
-        Some((start, start + SPAN_SIZE))
+        Some(index)
     })
+}
+
+/// Gives the span `index`, taken out of its class wholly free, back to the
+/// kernel and to the pool.
+fn release_span(index: usize) {
+    let base = REGION_BASE.load(Ordering::Relaxed);
+    // SAFETY: the span holds no allocated block and belongs to no class any
+    // more; nothing reads it until it is handed out again.
+    unsafe { address_space::discard(base + index * SPAN_SIZE, SPAN_SIZE) };
+    let live_map = LIVE_BIASED
+        .load(Ordering::Relaxed)
+        .wrapping_add((base + index * SPAN_SIZE) / GRANULE);
+    if address_space::page_size() <= GRANULES_PER_SPAN {
+        // The span's live bytes, all zero, fill whole pages of their own.
+        // SAFETY: as above; the pages read as zero when next touched.
+        unsafe { address_space::discard(live_map, GRANULES_PER_SPAN) };
+    }
+    POOL.with(|pool| {
+        span_class_entry(base, index).store(0, Ordering::Release);
+        pool.give_back(index);
+    });
+    SPANS_FREE.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Purges what is due at `now` (everything free with `everything`): the
+/// classes' wholly free spans. Returns whether anything was given back.
+pub fn purge(now: u32, everything: bool) -> bool {
+    if REGION_BASE.load(Ordering::Acquire) == 0 {
+        return false;
+    }
+    let mut released = false;
+    for list in &CLASS_LISTS {
+        loop {
+            // A few spans at a time, so that the class's lock is not held
+            // long; their pages are given back outside it.
+            let mut due = [0usize; 16];
+            let is_due = |since| purge::is_due(since, now);
+            let count = list.with(|list| list.take_idle(now, is_due, everything, &mut due));
+            for &index in &due[..count] {
+                release_span(index);
+            }
+            released |= count > 0;
+            if count < due.len() {
+                break;
+            }
+        }
+    }
+    released
 }
 
 /// One thread's free blocks per class, linked through each block's first
@@ -377,34 +549,31 @@ impl ThreadCache {
                 moved += 1;
             }
             self.heads[class].set(last.cast::<*mut c_void>().read());
-            LISTS.classes[class].with(|central| {
-                last.cast::<*mut c_void>().write(central.free);
-                central.free = first;
-            });
+            last.cast::<*mut c_void>().write(ptr::null_mut());
         }
         self.counts[class].set(self.counts[class].get() - moved);
+        // SAFETY: `first` heads a list of blocks of `class` that this cache
+        // gives up.
+        unsafe { put_blocks(first, class) };
     }
 
-    /// Fills the cache from the central list, or carves new blocks; returns
-    /// one block, or null when the region is exhausted.
+    /// Fills the cache from the class's spans (a new one when they have no
+    /// free block); returns one block, or null when the region is
+    /// exhausted.
     #[cold]
     #[inline(never)]
     fn refill(&self, class: usize) -> *mut c_void {
         let size = block_size(class);
         let n = batch(class);
-        let mut taken = LISTS.classes[class].with(|central| take_batch(central, size, n));
+        let mut taken = CLASS_LISTS[class].with(|list| take_batch(list, size, n));
         if taken.0.is_null() {
-            let (start, end) = match new_span(class) {
-                Some(span) => span,
-                None => return ptr::null_mut(),
+            let Some(index) = new_span(class) else {
+                return ptr::null_mut();
             };
-            taken = LISTS.classes[class].with(|central| {
-                // Another thread may have refilled meanwhile: keep its rest
-                // of span in the free list rather than lose it.
-                central.retire_carve(size);
-                central.carve_next = start;
-                central.carve_end = end;
-                take_batch(central, size, n)
+            let start = REGION_BASE.load(Ordering::Relaxed) + index * SPAN_SIZE;
+            taken = CLASS_LISTS[class].with(|list| {
+                list.start_carving(index, start, start + SPAN_SIZE / size * size, true);
+                take_batch(list, size, n)
             });
         }
         let (first, count) = taken;
@@ -430,47 +599,55 @@ impl ThreadCache {
     }
 }
 
-/// Gives one block back to its central list (threads without a usable
-/// cache: exiting, or inside libgc).
+/// Gives one block back to its span (threads without a usable cache:
+/// exiting, or inside libgc).
 ///
 /// # Safety
 /// `p` must be a live region block of `class` that the caller frees.
 pub unsafe fn free_to_central(p: *mut c_void, class: usize) {
     set_live(p, false);
-    LISTS.classes[class].with(|central| {
-        // SAFETY: as above; its first word becomes the list link.
-        unsafe { p.cast::<*mut c_void>().write(central.free) };
-        central.free = p;
+    // SAFETY: the block is the caller's to give back; its link ends a list
+    // of one.
+    unsafe {
+        p.cast::<*mut c_void>().write(ptr::null_mut());
+        put_blocks(p, class);
+    }
+}
+
+/// Puts a null-terminated list of free blocks of `class` back on their
+/// spans, under the class's lock.
+///
+/// # Safety
+/// The blocks must be free blocks of `class`, linked through their first
+/// word, that the caller gives up.
+unsafe fn put_blocks(first: *mut c_void, class: usize) {
+    let size = block_size(class);
+    CLASS_LISTS[class].with(|list| {
+        let mut block = first;
+        while !block.is_null() {
+            // SAFETY: the caller's contract; the link is read before the
+            // block joins its span's list.
+            unsafe {
+                let next = block.cast::<*mut c_void>().read();
+                list.put_block(block, span_index(block), size);
+                block = next;
+            }
+        }
     });
 }
 
-/// Up to `batch` blocks from `central`: its free list, then its span's rest.
-fn take_batch(central: &mut Central, size: usize, batch: u16) -> (*mut c_void, u16) {
-    let first = central.free;
-    let mut count = 0;
-    let mut last: *mut c_void = ptr::null_mut();
-    let mut cursor = first;
-    while !cursor.is_null() && count < batch {
-        last = cursor;
-        // SAFETY: central free blocks link through their first word.
-        cursor = unsafe { cursor.cast::<*mut c_void>().read() };
-        count += 1;
-    }
-    if count > 0 {
-        central.free = cursor;
-        // SAFETY: `last` is the last block taken; cut the list there.
-        unsafe { last.cast::<*mut c_void>().write(ptr::null_mut()) };
-        return (first, count);
-    }
-    // Carve fresh (zero, so already null-linked) blocks from the span's
-    // start, linked in address order.
+/// Up to `batch` free blocks of `size` bytes from the class's spans, linked
+/// and null-terminated, and how many.
+fn take_batch(list: &mut ClassList, size: usize, batch: u16) -> (*mut c_void, u16) {
     let mut head: *mut c_void = ptr::null_mut();
     let mut tail: *mut *mut c_void = &mut head;
-    while count < batch && central.carve_next + size <= central.carve_end {
-        let block = central.carve_next as *mut c_void;
-        central.carve_next += size;
-        // SAFETY: `tail` is `head` or the link word of the block carved
-        // before, never-used committed region memory now ours.
+    let mut count = 0;
+    while count < batch {
+        let Some((block, _)) = list.take_block(size, false) else {
+            break;
+        };
+        // SAFETY: `tail` is `head` or the link word of the block taken
+        // before, ours now; each block's link was cleared by take_block.
         unsafe { tail.write(block) };
         tail = block.cast();
         count += 1;

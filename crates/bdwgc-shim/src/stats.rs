@@ -26,6 +26,8 @@ pub fn count_routed(me: &ThreadState) {
     if n >= FLUSH_EVERY {
         ROUTED.fetch_add(u64::from(n), Ordering::Relaxed);
         me.unflushed_routed.set(0);
+        // Now and then, give back what has been free long enough.
+        crate::purge::tick();
     } else {
         me.unflushed_routed.set(n);
     }
@@ -52,12 +54,18 @@ pub fn count_deferred_free() {
 
 pub fn snapshot() -> Stats {
     let mine = u64::from(crate::tls::current().unflushed_routed.get());
+    let memory = crate::memory::report();
     Stats {
         allocations_routed: ROUTED.load(Ordering::Relaxed) + mine,
         allocations_before_init: BEFORE_INIT.load(Ordering::Relaxed),
         allocations_fallback: FALLBACK.load(Ordering::Relaxed),
         threads_registered: THREADS_REGISTERED.load(Ordering::Relaxed),
         deferred_frees: DEFERRED_FREES.load(Ordering::Relaxed),
+        bytes_mapped: memory.mapped as u64,
+        bytes_resident: crate::memory::resident_bytes() as u64,
+        bytes_in_use: memory.in_use as u64,
+        bytes_free: memory.free as u64,
+        bytes_purged: memory.purged as u64,
     }
 }
 
@@ -71,32 +79,13 @@ pub fn read_environment() {
     DEBUG.store(on, Ordering::Relaxed);
 }
 
-/// A fixed buffer that `write!` can fill without allocating.
-struct LineBuffer {
-    bytes: [u8; 256],
-    len: usize,
-}
-
-impl Write for LineBuffer {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        let room = self.bytes.len() - self.len;
-        let n = s.len().min(room);
-        self.bytes[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
-        self.len += n;
-        Ok(())
-    }
-}
-
 pub fn print_summary_if_asked() {
     if !DEBUG.load(Ordering::Relaxed) {
         return;
     }
     let s = snapshot();
     let version = crate::sys::gc::version();
-    let mut line = LineBuffer {
-        bytes: [0; 256],
-        len: 0,
-    };
+    let mut line = crate::memory::TextBuffer::<384>::new();
     let _ = write!(
         line,
         "bdwgc-shim {}: active={} ",
@@ -118,13 +107,17 @@ pub fn print_summary_if_asked() {
     };
     let _ = writeln!(
         line,
-        " routed={} before_init={} fallback={} threads_registered={} deferred_frees={}",
+        " routed={} before_init={} fallback={} threads_registered={} deferred_frees={} \
+         mapped_kib={} resident_kib={}",
         s.allocations_routed,
         s.allocations_before_init,
         s.allocations_fallback,
         s.threads_registered,
         s.deferred_frees,
+        s.bytes_mapped >> 10,
+        s.bytes_resident >> 10,
     );
-    // SAFETY: writes `len` initialized bytes of the buffer to stderr.
-    unsafe { libc::write(2, line.bytes.as_ptr().cast(), line.len) };
+    let text = line.as_bytes();
+    // SAFETY: writes the line, readable for its length, to stderr.
+    unsafe { libc::write(2, text.as_ptr().cast(), text.len()) };
 }
