@@ -152,30 +152,34 @@ pub fn write_stats(out: &mut impl Write) -> core::fmt::Result {
 }
 
 /// `malloc_info`'s XML, in glibc's layout: one heap (the regions), its free
-/// bytes as `fast`/`rest`, what it holds as `current`, and the address
-/// space as `mapped` (an attribute of the shim's; glibc's has none).
+/// bytes as `rest`, what it holds as `system`, its mapped address space as
+/// `aspace`, and the purged bytes in a `purged` element of the shim's own
+/// (glibc has none).
 pub fn write_info(out: &mut impl Write) -> core::fmt::Result {
     let r = report();
-    let system = r.in_use + r.free;
     writeln!(out, "<malloc version=\"1\">")?;
     writeln!(out, "<heap nr=\"0\">")?;
     writeln!(out, "<sizes>\n</sizes>")?;
-    writeln!(out, "<total type=\"fast\" count=\"0\" size=\"0\"/>")?;
-    writeln!(out, "<total type=\"rest\" count=\"0\" size=\"{}\"/>", r.free)?;
-    writeln!(out, "<system type=\"current\" size=\"{system}\"/>")?;
-    writeln!(out, "<system type=\"max\" size=\"{system}\"/>")?;
-    writeln!(out, "<aspace type=\"total\" size=\"{}\"/>", r.mapped)?;
-    writeln!(out, "<aspace type=\"mprotect\" size=\"{}\"/>", r.mapped)?;
+    write_info_totals(out, &r, false)?;
     writeln!(out, "</heap>")?;
-    writeln!(out, "<total type=\"fast\" count=\"0\" size=\"0\"/>")?;
-    writeln!(out, "<total type=\"rest\" count=\"0\" size=\"{}\"/>", r.free)?;
-    writeln!(out, "<total type=\"mmap\" count=\"0\" size=\"0\"/>")?;
-    writeln!(out, "<system type=\"current\" size=\"{system}\"/>")?;
-    writeln!(out, "<system type=\"max\" size=\"{system}\"/>")?;
-    writeln!(out, "<aspace type=\"total\" size=\"{}\"/>", r.mapped)?;
-    writeln!(out, "<aspace type=\"mprotect\" size=\"{}\"/>", r.mapped)?;
+    write_info_totals(out, &r, true)?;
     writeln!(out, "<purged size=\"{}\"/>", r.purged)?;
     writeln!(out, "</malloc>")
+}
+
+/// The totals `malloc_info` writes for a heap and, with the `mmap` line,
+/// for the whole process.
+fn write_info_totals(out: &mut impl Write, r: &Report, with_mmap: bool) -> core::fmt::Result {
+    let system = r.in_use + r.free;
+    writeln!(out, "<total type=\"fast\" count=\"0\" size=\"0\"/>")?;
+    writeln!(out, "<total type=\"rest\" count=\"0\" size=\"{}\"/>", r.free)?;
+    if with_mmap {
+        writeln!(out, "<total type=\"mmap\" count=\"0\" size=\"0\"/>")?;
+    }
+    writeln!(out, "<system type=\"current\" size=\"{system}\"/>")?;
+    writeln!(out, "<system type=\"max\" size=\"{system}\"/>")?;
+    writeln!(out, "<aspace type=\"total\" size=\"{}\"/>", r.mapped)?;
+    writeln!(out, "<aspace type=\"mprotect\" size=\"{}\"/>", r.mapped)
 }
 
 /// `malloc_trim`: gives back everything free now, including what this
