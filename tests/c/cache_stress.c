@@ -3,7 +3,11 @@
  * GC object in each, hand half of them to other threads to free, check every
  * block's contents and that calloc memory is zero, and end, to be replaced by
  * new threads; the main thread collects meanwhile, and forks once, the child
- * doing the same on its own. argv[1] is the seed, argv[2] the seconds to run. */
+ * doing the same on its own. argv[1] is the seed, argv[2] the seconds to run;
+ * with argv[3] "purge" the program runs again with the shim's purge delay at
+ * zero (free spans go back to the kernel at once, to be reused by any size
+ * class) and the workers call malloc_trim(0) now and then, which also
+ * discards the free pages of spans in use while other threads allocate. */
 #include "scenario.h"
 #include <malloc.h>
 #include <pthread.h>
@@ -25,6 +29,7 @@ static pthread_mutex_t shared_lock = PTHREAD_MUTEX_INITIALIZER;
 static block *shared[SHARED]; /* blocks handed from one thread to another */
 static volatile long problems;
 static volatile int stop;
+static int trimming;
 
 static unsigned long next_random(unsigned long *state) {
     *state ^= *state << 13; *state ^= *state >> 7; *state ^= *state << 17;
@@ -83,6 +88,7 @@ static void *worker(void *arg) {
         int s = (int)(next_random(&rng) % SLOTS);
         check_and_free(mine[s]);
         mine[s] = new_block(&rng);
+        if (trimming && round % 1000 == 999) malloc_trim(0);
         if (round % 4 == 0) { /* swap one block with the shared pool */
             int k = (int)(next_random(&rng) % SHARED);
             pthread_mutex_lock(&shared_lock);
@@ -112,6 +118,17 @@ static void run(unsigned long seed, double seconds, int workers) {
 }
 
 int main(int argc, char **argv) {
+    if (argc > 3 && strcmp(argv[3], "purge") == 0) {
+        const char *delay = getenv("BDWGC_SHIM_PURGE_DELAY_MS");
+        if (delay == NULL || strcmp(delay, "0") != 0) {
+            /* The shim reads its setting when the process starts. */
+            setenv("BDWGC_SHIM_PURGE_DELAY_MS", "0", 1);
+            execv("/proc/self/exe", argv);
+            perror("execv");
+            return 3;
+        }
+        trimming = 1;
+    }
     GC_INIT();
     print_shim_state();
     unsigned long seed = argc > 1 ? strtoul(argv[1], NULL, 0) : 1;
@@ -136,6 +153,11 @@ int main(int argc, char **argv) {
     }
     collect_hard();
     for (int k = 0; k < SHARED; k++) { check_and_free(shared[k]); shared[k] = NULL; }
+    if (trimming && shim_active()) {
+        bdwgc_shim_stats stats;
+        bdwgc_shim_get_stats(&stats);
+        printf("purged now: %zu KiB\n", (size_t)(stats.bytes_purged >> 10));
+    }
     printf("problems=%ld\n", problems);
     return finish(problems);
 }

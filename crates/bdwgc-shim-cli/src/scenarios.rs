@@ -267,6 +267,14 @@ pub fn all_scenarios() -> Vec<Scenario> {
             timeout: Duration::from_secs(20),
         },
         Scenario {
+            name: "cache-stress-purge".into(),
+            program: "cache_stress",
+            args: vec!["8".into(), "3".into(), "purge".into()],
+            fails_without_shim: true,
+            what: "the same with free memory purged at once and malloc_trim(0) on the workers",
+            timeout: Duration::from_secs(20),
+        },
+        Scenario {
             name: "thread-churn".into(),
             program: "thread_churn",
             args: vec![],

@@ -83,6 +83,7 @@ scenario_tests! {
     before_main => "before-main",
     dlopen => "dlopen",
     cache_stress => "cache-stress",
+    cache_stress_purge => "cache-stress-purge",
     thread_churn => "thread-churn",
     exit_order => "exit-order",
     dlopen_loop => "dlopen-loop",
@@ -232,5 +233,29 @@ fn long_random_stress() {
         outcome.summary(),
         outcome.stdout,
         outcome.stderr
+    );
+}
+
+/// After a burst and `malloc_trim(0)` (tests/c/burst.c), the shim's RSS is
+/// within 1.3 times glibc's after its own trim: the same program, preloaded
+/// and not.
+#[test]
+fn burst_trim_rss_near_glibc() {
+    let program = bdwgc_shim_cli::scenarios::build("burst", Mode::Preload).unwrap();
+    let rss_after = |preload: bool| {
+        let outcome = run_program(&program, &["trim".to_string()], preload, TIMEOUT).unwrap();
+        outcome
+            .stdout
+            .lines()
+            .find_map(|line| line.split("rss_after=").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|kib| kib.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no rss_after: {}{}", outcome.stdout, outcome.stderr))
+    };
+    let (glibc, shim) = (rss_after(false), rss_after(true));
+    eprintln!("burst then malloc_trim(0): RSS {glibc} KiB with glibc, {shim} KiB with the shim");
+    assert!(
+        shim * 10 <= glibc * 13,
+        "shim {shim} KiB, glibc {glibc} KiB"
     );
 }

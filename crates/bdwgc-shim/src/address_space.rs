@@ -214,7 +214,12 @@ const USER_SPACE_END: usize = 1 << 56;
 /// stack: nothing is allocated.
 fn widest_gap() -> Option<(usize, usize)> {
     // SAFETY: a NUL-terminated path; the descriptor is closed below.
-    let fd = unsafe { libc::open(c"/proc/self/maps".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    let fd = unsafe {
+        libc::open(
+            c"/proc/self/maps".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
     if fd < 0 {
         return None;
     }
@@ -262,11 +267,13 @@ impl MapsParser {
                 self.mapping(self.start, self.end);
                 self.field = 2;
             }
-            (_, b'\n', _) => *self = MapsParser {
-                previous_end: self.previous_end,
-                widest: self.widest,
-                ..MapsParser::default()
-            },
+            (_, b'\n', _) => {
+                *self = MapsParser {
+                    previous_end: self.previous_end,
+                    widest: self.widest,
+                    ..MapsParser::default()
+                }
+            }
             _ => {}
         }
     }

@@ -14,6 +14,28 @@ use core::ffi::c_void;
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 
+/// The free block after `block` of `size` bytes in its span's list: the
+/// block's link, where 0 stands for the next block in the span (what
+/// [`ClassList::discard_free_pages`] writes, so that a page of free blocks
+/// reads the same list once discarded, as zero). The list's count ends it,
+/// not a null link.
+///
+/// # Safety
+/// `block` must be a free block on a span's list, under its class's lock.
+unsafe fn next_free(block: *mut c_void, size: usize) -> *mut c_void {
+    // SAFETY: the caller's contract; the link is the block's first word.
+    let link = unsafe { block.cast::<*mut c_void>().read() };
+    if link.is_null() {
+        block.wrapping_byte_add(size)
+    } else {
+        link
+    }
+}
+
+/// Blocks a span may have for [`ClassList::discard_free_pages`]: a 64 KiB
+/// span of 16-byte blocks, or 4 MiB of 1,280-byte ones.
+const MAX_SPAN_BLOCKS: usize = 4096;
+
 /// A span in a list: its index plus one; 0 for none.
 type Link = u32;
 
@@ -155,9 +177,8 @@ impl ClassList {
             // SAFETY: a free block of the span, linked through its first
             // word; it is the caller's now, and its link is cleared.
             unsafe {
-                state
-                    .free
-                    .store(block.cast::<*mut c_void>().read(), Ordering::Relaxed);
+                let next = next_free(block, size);
+                state.free.store(next, Ordering::Relaxed);
                 block.cast::<*mut c_void>().write(ptr::null_mut());
             }
             if state.free_count.fetch_sub(1, Ordering::Relaxed) == 1 {
@@ -189,7 +210,10 @@ impl ClassList {
         let state = (self.span)(index);
         // SAFETY: the block is the caller's to give back; its first word
         // becomes the list link.
-        unsafe { p.cast::<*mut c_void>().write(state.free.load(Ordering::Relaxed)) };
+        unsafe {
+            p.cast::<*mut c_void>()
+                .write(state.free.load(Ordering::Relaxed))
+        };
         state.free.store(p, Ordering::Relaxed);
         if state.free_count.fetch_add(1, Ordering::Relaxed) == 0 {
             self.push_partial(index);
@@ -203,7 +227,13 @@ impl ClassList {
     /// indexes to `out` and returns how many. An idle span seen for the
     /// first time is stamped `now`: the free path reads no clock, and the
     /// delay is counted from the first check that sees the span idle.
-    pub fn take_idle(&mut self, now: u32, due: impl Fn(u32) -> bool, everything: bool, out: &mut [usize]) -> usize {
+    pub fn take_idle(
+        &mut self,
+        now: u32,
+        due: impl Fn(u32) -> bool,
+        everything: bool,
+        out: &mut [usize],
+    ) -> usize {
         let mut count = 0;
         let mut next = self.partial;
         while next != 0 && count < out.len() {
@@ -225,6 +255,34 @@ impl ClassList {
         count
     }
 
+    /// Gives back to the kernel the whole pages of free blocks in the spans
+    /// that still hold allocated ones (`malloc_trim`; wholly free spans go
+    /// with [`ClassList::take_idle`]). Each span's list is rewritten in
+    /// address order, a block followed by its free neighbour linking to it
+    /// by a zero word, so that only the page holding the last link of each
+    /// run of free blocks must stay; `discard(start, len)` is called for
+    /// the rest, under the class's lock (a block taken after it would be
+    /// zeroed by a late discard). `start_of(index)` is span `index`'s
+    /// address, `page` the page size.
+    pub fn discard_free_pages(
+        &mut self,
+        size: usize,
+        page: usize,
+        start_of: impl Fn(usize) -> usize,
+        mut discard: impl FnMut(usize, usize),
+    ) {
+        let mut next = self.partial;
+        while next != 0 {
+            let index = next as usize - 1;
+            let state = (self.span)(index);
+            next = state.next.load(Ordering::Relaxed);
+            if !self.is_idle(index) {
+                // SAFETY: the span is on this class's list, under its lock.
+                unsafe { relink_in_order(state, start_of(index), size, page, &mut discard) };
+            }
+        }
+    }
+
     /// Bytes the class holds free: blocks on its spans' lists, and what is
     /// left to carve.
     pub fn free_bytes(&self, size: usize) -> usize {
@@ -236,5 +294,213 @@ impl ClassList {
             next = state.next.load(Ordering::Relaxed);
         }
         blocks * size
+    }
+}
+
+/// Rewrites `state`'s list of free blocks in address order (see
+/// [`ClassList::discard_free_pages`]) and discards the whole pages its runs
+/// of free blocks cover, but for the page of each run's last link.
+///
+/// # Safety
+/// `state` must be a span of blocks of `size` bytes starting at `start`, on
+/// its class's list, under the class's lock.
+unsafe fn relink_in_order(
+    state: &SpanState,
+    start: usize,
+    size: usize,
+    page: usize,
+    discard: &mut impl FnMut(usize, usize),
+) {
+    let count = state.free_count.load(Ordering::Relaxed) as usize;
+    let mut free = [0u64; MAX_SPAN_BLOCKS / 64];
+    let mut block = state.free.load(Ordering::Relaxed);
+    for _ in 0..count {
+        let n = (block as usize).wrapping_sub(start) / size;
+        if n >= MAX_SPAN_BLOCKS {
+            // Not a span this can describe: leave its list as it is.
+            return;
+        }
+        free[n / 64] |= 1 << (n % 64);
+        // SAFETY: one of the span's `count` free blocks (the caller's
+        // contract).
+        block = unsafe { next_free(block, size) };
+    }
+    // SAFETY: a free block of the span (the caller's contract); its first
+    // word is written only when it changes, so that a discarded page that
+    // already reads as wanted is not faulted in again.
+    let set_link = |block: usize, link: usize| unsafe {
+        let word = block as *mut usize;
+        if word.read() != link {
+            word.write(link);
+        }
+    };
+    let discard_pages = |discard: &mut dyn FnMut(usize, usize), from: usize, to: usize| {
+        let from = from.next_multiple_of(page);
+        let to = to / page * page;
+        if from < to {
+            discard(from, to - from);
+        }
+    };
+    let mut head = 0;
+    let mut run_start = 0;
+    let mut previous = 0;
+    for (word_index, &word) in free.iter().enumerate() {
+        let mut bits = word;
+        while bits != 0 {
+            let n = word_index * 64 + bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            let block = start + n * size;
+            if previous == 0 {
+                head = block;
+                run_start = block;
+            } else if block == previous + size {
+                set_link(previous, 0);
+            } else {
+                set_link(previous, block);
+                // The run ended at `previous`, whose page keeps its link.
+                discard_pages(discard, run_start, previous);
+                run_start = block;
+            }
+            previous = block;
+        }
+    }
+    if previous != 0 {
+        // The last block's link is never read: the count ends the list.
+        set_link(previous, 0);
+        discard_pages(discard, run_start, previous + size);
+    }
+    state.free.store(head as *mut c_void, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::collections::BTreeSet;
+    use std::vec::Vec;
+    use std::{assert, assert_eq, vec};
+
+    const SPAN: usize = 64 << 10;
+    const PAGE: usize = 4096;
+
+    static STATES: [SpanState; 2] = [const {
+        SpanState {
+            free: AtomicPtr::new(ptr::null_mut()),
+            free_count: AtomicU32::new(0),
+            carved: AtomicU32::new(0),
+            previous: AtomicU32::new(0),
+            next: AtomicU32::new(0),
+            since: AtomicU32::new(0),
+        }
+    }; 2];
+
+    fn state(index: usize) -> &'static SpanState {
+        &STATES[index]
+    }
+
+    /// A span-sized, page-aligned buffer, leaked (the test's blocks point
+    /// into it).
+    fn span_memory() -> usize {
+        let words = vec![0u64; (SPAN + PAGE) / 8].leak();
+        (words.as_mut_ptr() as usize).next_multiple_of(PAGE)
+    }
+
+    /// Carves every block of a span, frees all but `kept` in a scrambled
+    /// order, discards the free pages (zeroing them, as the kernel would),
+    /// and checks that the list then holds exactly the freed blocks.
+    fn check_discard(size: usize, kept: &[usize]) {
+        let start = span_memory();
+        let blocks = SPAN / size;
+        let mut list = ClassList::new(state);
+        list.start_carving(0, start, start + blocks * size, true);
+        let taken: Vec<usize> = (0..blocks)
+            .map(|_| list.take_block(size, false).unwrap().0 as usize)
+            .collect();
+        assert_eq!(
+            taken,
+            (0..blocks).map(|n| start + n * size).collect::<Vec<_>>()
+        );
+        let mut order: Vec<usize> = (0..blocks).filter(|n| !kept.contains(n)).collect();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for i in (1..order.len()).rev() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            order.swap(i, x as usize % (i + 1));
+        }
+        for &n in &order {
+            // SAFETY: a block of span 0 taken above, freed once.
+            assert!(!unsafe { list.put_block((start + n * size) as *mut c_void, 0, size) });
+        }
+        let mut discarded = Vec::new();
+        list.discard_free_pages(
+            size,
+            PAGE,
+            |_| start,
+            |from, len| {
+                discarded.push((from, len));
+                // SAFETY: inside the test's span buffer.
+                unsafe { ptr::write_bytes(from as *mut u8, 0, len) };
+            },
+        );
+        for &(from, len) in &discarded {
+            assert_eq!(from % PAGE, 0);
+            assert_eq!(len % PAGE, 0);
+            for &n in kept {
+                let block = start + n * size;
+                assert!(
+                    block + size <= from || block >= from + len,
+                    "kept block {n} discarded"
+                );
+            }
+        }
+        let discarded_bytes: usize = discarded.iter().map(|&(_, len)| len).sum();
+        let free_bytes = order.len() * size;
+        // Every run of free blocks loses at most its ends and one page.
+        assert!(
+            discarded_bytes + (kept.len() + 1) * 3 * PAGE.max(size) >= free_bytes,
+            "discarded {discarded_bytes} of {free_bytes}"
+        );
+        let mut seen = BTreeSet::new();
+        for _ in 0..order.len() {
+            let (block, _) = list.take_block(size, false).unwrap();
+            assert!(seen.insert(block as usize), "block {block:?} twice");
+            // SAFETY: a block just taken: its link word is cleared.
+            assert_eq!(unsafe { (block as *const usize).read() }, 0);
+        }
+        let expected: BTreeSet<usize> = order.iter().map(|n| start + n * size).collect();
+        assert_eq!(seen, expected);
+        assert!(list.take_block(size, false).is_none());
+    }
+
+    #[test]
+    fn discarding_free_pages_keeps_the_list_and_the_allocated_blocks() {
+        for size in [16, 48, 1024, 4096, 6144, 16384] {
+            check_discard(size, &[0]);
+            check_discard(size, &[1, 2, SPAN / size / 2, SPAN / size - 1]);
+            check_discard(size, &[SPAN / size / 3]);
+        }
+    }
+
+    #[test]
+    fn an_idle_span_is_reported_wholly_free_once_it_cannot_carve() {
+        let start = span_memory();
+        let size = 256;
+        let mut list = ClassList::new(state);
+        list.start_carving(1, start, start + 2 * size, false);
+        let a = list.take_block(size, false).unwrap().0;
+        // SAFETY: taken above, freed once.
+        assert!(!unsafe { list.put_block(a, 1, size) }, "more to carve");
+        let b = list.take_block(size, false).unwrap().0;
+        assert_eq!(b, a);
+        let c = list.take_block(size, false).unwrap().0;
+        // SAFETY: as above.
+        assert!(!unsafe { list.put_block(b, 1, size) });
+        assert!(unsafe { list.put_block(c, 1, size) });
+        let mut out = [0; 4];
+        assert_eq!(list.take_idle(10, |_| false, false, &mut out), 0);
+        assert_eq!(list.take_idle(20, |since| since == 11, false, &mut out), 1);
+        assert_eq!(out[0], 1);
+        assert!(list.take_block(size, false).is_none());
     }
 }

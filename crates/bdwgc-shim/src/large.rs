@@ -558,7 +558,8 @@ pub unsafe fn free(p: *mut c_void, class: usize) {
 }
 
 /// Purges what is due at `now` (everything free with `everything`): wholly
-/// free spans of several blocks, then kept units. Returns whether anything
+/// free spans of several blocks (with `everything` also the whole free
+/// pages of the others), then kept units. Returns whether anything
 /// was given back.
 pub fn purge(now: u32, everything: bool) -> bool {
     if REGION_BASE.load(Ordering::Acquire) == 0 {
@@ -582,6 +583,20 @@ pub fn purge(now: u32, everything: bool) -> bool {
             if count < due.len() {
                 break;
             }
+        }
+        if everything {
+            let base = REGION_BASE.load(Ordering::Relaxed);
+            let page = address_space::page_size();
+            list.with(|list| {
+                let start_of = |unit| base + unit * UNIT;
+                list.discard_free_pages(block_size(class), page, start_of, |from, len| {
+                    // SAFETY: whole pages of free blocks on the class's
+                    // lists, which no one reads while its lock is held;
+                    // their links read as zero afterwards, as written.
+                    unsafe { address_space::discard(from, len) };
+                    released = true;
+                })
+            });
         }
     }
     let due =

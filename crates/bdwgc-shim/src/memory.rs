@@ -172,7 +172,11 @@ pub fn write_info(out: &mut impl Write) -> core::fmt::Result {
 fn write_info_totals(out: &mut impl Write, r: &Report, with_mmap: bool) -> core::fmt::Result {
     let system = r.in_use + r.free;
     writeln!(out, "<total type=\"fast\" count=\"0\" size=\"0\"/>")?;
-    writeln!(out, "<total type=\"rest\" count=\"0\" size=\"{}\"/>", r.free)?;
+    writeln!(
+        out,
+        "<total type=\"rest\" count=\"0\" size=\"{}\"/>",
+        r.free
+    )?;
     if with_mmap {
         writeln!(out, "<total type=\"mmap\" count=\"0\" size=\"0\"/>")?;
     }

@@ -105,11 +105,8 @@ const SPAN_STATES_SIZE: usize = MAX_SPANS * core::mem::size_of::<SpanState>();
 static SPAN_STATES_RANGE: GrowingRange = GrowingRange::new(SPAN_STATES_SIZE, 64 << 10);
 
 /// The address space the region and its tables take from a [`Placement`].
-pub const ADDRESS_SPACE: usize = MAX_SPANS
-    + REGION_SIZE
-    + LIVE_MAP_SIZE
-    + SPAN_STATES_SIZE
-    + 3 * address_space::REGION_ALIGN;
+pub const ADDRESS_SPACE: usize =
+    MAX_SPANS + REGION_SIZE + LIVE_MAP_SIZE + SPAN_STATES_SIZE + 3 * address_space::REGION_ALIGN;
 
 /// The class of a request of `size` bytes (0..=MAX_SMALL); its blocks are
 /// [`block_size`] bytes.
@@ -449,13 +446,16 @@ fn release_span(index: usize) {
 }
 
 /// Purges what is due at `now` (everything free with `everything`): the
-/// classes' wholly free spans. Returns whether anything was given back.
+/// classes' wholly free spans, and with `everything` also the whole free
+/// pages of the others. Returns whether anything was given back.
 pub fn purge(now: u32, everything: bool) -> bool {
     if REGION_BASE.load(Ordering::Acquire) == 0 {
         return false;
     }
+    let base = REGION_BASE.load(Ordering::Relaxed);
+    let page = address_space::page_size();
     let mut released = false;
-    for list in &CLASS_LISTS {
+    for (class, list) in CLASS_LISTS.iter().enumerate() {
         loop {
             // A few spans at a time, so that the class's lock is not held
             // long; their pages are given back outside it.
@@ -469,6 +469,18 @@ pub fn purge(now: u32, everything: bool) -> bool {
             if count < due.len() {
                 break;
             }
+        }
+        if everything {
+            list.with(|list| {
+                let start_of = |index| base + index * SPAN_SIZE;
+                list.discard_free_pages(block_size(class), page, start_of, |from, len| {
+                    // SAFETY: whole pages of free blocks on the class's
+                    // lists, which no one reads while its lock is held;
+                    // their links read as zero afterwards, as written.
+                    unsafe { address_space::discard(from, len) };
+                    released = true;
+                })
+            });
         }
     }
     released
