@@ -1,10 +1,12 @@
 /* Allocation workloads for the benchmark runner. argv[1] names one, argv[2]
  * is its thread count (for "live", the live set in MiB) where it has one.
  * Prints the seconds taken (for "pause", the median collection pause; for
- * "live", the replacements alone) and the peak RSS in KiB: "SECONDS KIB". Built with -DDIRECT, malloc/free become
+ * "live", the replacements alone) and the peak RSS in KiB (for "burst", the
+ * RSS at the end): "SECONDS KIB". Built with -DDIRECT, malloc/free become
  * GC_malloc_uncollectable/GC_free (what the old Crystal shard did). */
 #define GC_THREADS
 #include <gc.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -163,6 +165,72 @@ static double collected_churn(void) {
     return (double)(b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) / 1e9;
 }
 
+/* A burst: 4 threads allocate 128 MiB each of 16 B-6 KiB and 64 KiB-1 MiB
+ * blocks (touching every page), 4 others free them. */
+#define BURST_BYTES (128L << 20)
+typedef struct { void **blocks; long count; unsigned long seed; } burst_batch;
+static void *burst_allocate(void *arg) {
+    burst_batch *b = arg;
+    unsigned long x = b->seed;
+    for (long bytes = 0; bytes < BURST_BYTES;) {
+        unsigned long r = next(&x);
+        size_t size = r % 64 == 0 ? (64u << 10) + (r >> 8) % (960u << 10) : 16 + (r >> 8) % 6144;
+        char *p = ALLOC(size);
+        for (size_t i = 0; i < size; i += 4096) p[i] = 1;
+        p[size - 1] = 1;
+        b->blocks[b->count++] = p;
+        bytes += size;
+    }
+    return NULL;
+}
+static void *burst_free(void *arg) {
+    burst_batch *b = arg;
+    for (long i = 0; i < b->count; i++) FREE(b->blocks[i]);
+    return NULL;
+}
+
+static long current_rss_kib(void) {
+    long pages = 0, resident = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f) { if (fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0; fclose(f); }
+    return resident * 4;
+}
+
+/* The burst, then "trim": malloc_trim(0) (direct calls: libgc's
+ * GC_gcollect_and_unmap); "idle": 3 s of light work (8 small blocks a
+ * millisecond), no trim. Returns the RSS after, in KiB. */
+static long burst_then(const char *how) {
+    burst_batch batches[4];
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++) {
+        batches[i] = (burst_batch){calloc(BURST_BYTES / 16, sizeof(void *)), 0, 99u + i};
+        pthread_create(&t[i], NULL, burst_allocate, &batches[i]);
+    }
+    for (int i = 0; i < 4; i++) pthread_join(t[i], NULL);
+    for (int i = 0; i < 4; i++) pthread_create(&t[i], NULL, burst_free, &batches[(i + 1) % 4]);
+    for (int i = 0; i < 4; i++) pthread_join(t[i], NULL);
+    if (strcmp(how, "trim") == 0) {
+#ifdef DIRECT
+        GC_gcollect_and_unmap();
+#else
+        malloc_trim(0);
+#endif
+    } else {
+        for (int ms = 0; ms < 3000; ms++) {
+            for (int i = 0; i < 8; i++) {
+                char *volatile p = ALLOC(32 + i * 64);
+                p[0] = 1;
+                FREE(p);
+            }
+            struct timespec pause = {0, 1000000};
+            nanosleep(&pause, NULL);
+        }
+    }
+    long rss = current_rss_kib();
+    for (int i = 0; i < 4; i++) free(batches[i].blocks);
+    return rss;
+}
+
 int main(int argc, char **argv) {
     GC_INIT();
     /* The workloads start threads: libgc runs its parallel markers in every
@@ -172,6 +240,7 @@ int main(int argc, char **argv) {
     GC_allow_register_threads();
     const char *name = argc > 1 ? argv[1] : "hello";
     int threads = argc > 2 ? atoi(argv[2]) : 1;
+    long rss_after = -1;
     struct timespec a, b;
     clock_gettime(CLOCK_MONOTONIC, &a);
     if (strcmp(name, "large") == 0 || strcmp(name, "realloc") == 0) {
@@ -185,6 +254,8 @@ int main(int argc, char **argv) {
         pthread_create(&c, NULL, consumer, NULL);
         pthread_join(p, NULL);
         pthread_join(c, NULL);
+    } else if (strcmp(name, "burst") == 0) {
+        rss_after = burst_then(argc > 2 ? argv[2] : "trim");
     } else if (strcmp(name, "threads") == 0) {
         for (int i = 0; i < 10000; i++) {
             pthread_t t;
@@ -202,6 +273,7 @@ int main(int argc, char **argv) {
     }
     struct rusage usage;
     getrusage(RUSAGE_SELF, &usage);
-    printf("%.4f %ld\n", (double)(b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) / 1e9, usage.ru_maxrss);
+    printf("%.4f %ld\n", (double)(b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) / 1e9,
+           rss_after >= 0 ? rss_after : usage.ru_maxrss);
     return 0;
 }

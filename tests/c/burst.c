@@ -8,6 +8,9 @@
  *   "idle": without malloc_trim, under light activity (a few allocations a
  *           millisecond), RSS falls below a quarter of its peak within ten
  *           seconds (the shim's purge delay is one second).
+ * With the shim, its own count of resident bytes (bdwgc_shim_get_stats) must
+ * agree with RSS: most of it at the peak, no more than all of it after, also
+ * after collections, which read never-written pages of blocks they scan.
  * Prints rss_before, rss_peak and rss_after in KiB. */
 #include "scenario.h"
 #include <malloc.h>
@@ -28,6 +31,24 @@ static long rss_kib(void) {
     FILE *f = fopen("/proc/self/statm", "r");
     if (f) { if (fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0; fclose(f); }
     return resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+/* The shim's resident bytes in KiB; -1 without the shim. */
+static long shim_resident_kib(void) {
+    if (!shim_active()) return -1;
+    bdwgc_shim_stats stats;
+    bdwgc_shim_get_stats(&stats);
+    return (long)(stats.bytes_resident >> 10);
+}
+
+/* Whether the shim's resident count fits an RSS of `rss` KiB: at least
+ * `least` KiB, and never more than the RSS (read before and after it). */
+static int resident_agrees(long least, const char *when) {
+    long rss = rss_kib(), resident = shim_resident_kib(), rss_after = rss_kib();
+    if (resident < 0) return 1;
+    if (rss_after > rss) rss = rss_after;
+    printf("%s: shim resident %ld KiB, RSS %ld KiB\n", when, resident, rss);
+    return resident >= least && resident <= rss;
 }
 
 static void *allocate_burst(void *arg) {
@@ -83,6 +104,7 @@ int main(int argc, char **argv) {
     }
     for (int i = 0; i < THREADS; i++) pthread_join(threads[i], NULL);
     long peak = rss_kib();
+    lost += !resident_agrees(peak / 2, "peak");
     /* Each batch is freed by a thread that did not allocate it. */
     for (int i = 0; i < THREADS; i++) pthread_create(&threads[i], NULL, free_burst, &batches[i]);
     for (int i = 0; i < THREADS; i++) pthread_join(threads[i], NULL);
@@ -111,8 +133,10 @@ int main(int argc, char **argv) {
     }
     printf("rss_before=%ld rss_peak=%ld rss_after=%ld (KiB)\n", before, peak, after);
     lost += !ok;
+    lost += !resident_agrees(0, "after");
 
     collect_hard();
+    lost += !resident_agrees(0, "collected");
     for (int i = 0; i < KEPT; i++) {
         lost += !tracked_ok(*kept[i], (unsigned long)i);
         free(kept[i]);

@@ -31,8 +31,9 @@ fn build(dir: &Path, source: &str, name: &str, extra: &[OsString]) -> PathBuf {
 }
 
 /// Runs `program args` and reads the numbers it prints (seconds, and for
-/// the workloads peak RSS in KiB).
-fn measure(program: &Path, args: &[&str], preload: Option<&Path>) -> Vec<f64> {
+/// the workloads peak RSS in KiB), under `RLIMIT_AS` of `limit` bytes from
+/// its start if given (`ulimit -v`).
+fn measure(program: &Path, args: &[&str], preload: Option<&Path>, limit: Option<u64>) -> Vec<f64> {
     let mut command = Command::new(program);
     command
         .args(args)
@@ -40,6 +41,23 @@ fn measure(program: &Path, args: &[&str], preload: Option<&Path>) -> Vec<f64> {
         .env_remove("LD_PRELOAD");
     if let Some(library) = preload {
         command.env("LD_PRELOAD", library);
+    }
+    if let Some(bytes) = limit {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: between fork and exec the closure calls only setrlimit,
+        // which is async-signal-safe, and allocates nothing.
+        unsafe {
+            command.pre_exec(move || {
+                let rlimit = libc::rlimit {
+                    rlim_cur: bytes,
+                    rlim_max: bytes,
+                };
+                if libc::setrlimit(libc::RLIMIT_AS, &rlimit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
     }
     match command.output() {
         Ok(out) => String::from_utf8_lossy(&out.stdout)
@@ -58,7 +76,7 @@ fn startup_ms(programs: [(&Path, Option<&Path>); 4]) -> [f64; 4] {
     for _ in 0..200 {
         for (i, (program, preload)) in programs.iter().enumerate() {
             let start = std::time::Instant::now();
-            measure(program, &["hello"], *preload);
+            measure(program, &["hello"], *preload, None);
             times[i].push(start.elapsed().as_secs_f64() * 1000.0);
         }
     }
@@ -97,13 +115,18 @@ impl Variants {
 
     /// Medians of field `field` over RUNS alternating runs of each variant.
     fn medians(&self, args: &[&str], field: usize) -> [f64; 4] {
+        self.medians_limited(args, field, None)
+    }
+
+    /// [`Variants::medians`] under an address-space limit from the start.
+    fn medians_limited(&self, args: &[&str], field: usize, limit: Option<u64>) -> [f64; 4] {
         let mut times: [Vec<f64>; 4] = Default::default();
         for _ in 0..RUNS {
             let pick = |v: Vec<f64>| v.get(field).copied().unwrap_or(f64::NAN);
-            times[0].push(pick(measure(&self.plain, args, None)));
-            times[1].push(pick(measure(&self.direct, args, None)));
-            times[2].push(pick(measure(&self.plain, args, Some(&self.library))));
-            times[3].push(pick(measure(&self.linked, args, None)));
+            times[0].push(pick(measure(&self.plain, args, None, limit)));
+            times[1].push(pick(measure(&self.direct, args, None, limit)));
+            times[2].push(pick(measure(&self.plain, args, Some(&self.library), limit)));
+            times[3].push(pick(measure(&self.linked, args, None, limit)));
         }
         times.map(median)
     }
@@ -162,10 +185,23 @@ fn main() {
             churn.medians(&[&t], 0),
         );
     }
+    for threads in [1, 2] {
+        let t = threads.to_string();
+        row(
+            &mut time_rows,
+            &format!("ulimit -v 4G, {threads} thr"),
+            churn.medians_limited(&[&t], 0, Some(4 << 30)),
+        );
+    }
     row(
         &mut time_rows,
         "churn 4 KiB-1 MiB",
         work.medians(&["large", "1"], 0),
+    );
+    row(
+        &mut time_rows,
+        "burst 512 MiB + trim",
+        work.medians(&["burst", "trim"], 0),
     );
     row(
         &mut time_rows,
@@ -211,6 +247,19 @@ fn main() {
         &mut rss_rows,
         "realloc to 64 MiB",
         mib(work.medians(&["realloc", "1"], 1)),
+    );
+    println!();
+    header("RSS after, MiB");
+    // Direct calls: GC_gcollect_and_unmap instead of malloc_trim.
+    row(
+        &mut rss_rows,
+        "burst, malloc_trim(0)",
+        mib(work.medians(&["burst", "trim"], 1)),
+    );
+    row(
+        &mut rss_rows,
+        "burst, 3 s light work",
+        mib(work.medians(&["burst", "idle"], 1)),
     );
     println!();
     header("start-up, ms");

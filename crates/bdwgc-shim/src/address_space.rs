@@ -25,6 +25,8 @@
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
+use crate::proc_self;
+
 /// Alignment of the regions, as the kernel aligns large mappings, for
 /// transparent huge pages.
 pub const REGION_ALIGN: usize = 2 << 20;
@@ -210,76 +212,27 @@ pub fn offset_in(base: &AtomicUsize, size: usize, p: *mut c_void) -> Option<(usi
 const USER_SPACE_END: usize = 1 << 56;
 
 /// The widest gap between two of the process's mappings, from
-/// `/proc/self/maps`, read with plain system calls into a buffer on the
-/// stack: nothing is allocated.
+/// `/proc/self/maps` (read without allocating, [`proc_self`]).
 fn widest_gap() -> Option<(usize, usize)> {
-    // SAFETY: a NUL-terminated path; the descriptor is closed below.
-    let fd = unsafe {
-        libc::open(
-            c"/proc/self/maps".as_ptr(),
-            libc::O_RDONLY | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return None;
-    }
-    let mut lines = MapsParser::default();
-    let mut buffer = [0u8; 4096];
-    loop {
-        // SAFETY: reads at most the buffer's length into it.
-        let n = unsafe { libc::read(fd, buffer.as_mut_ptr().cast(), buffer.len()) };
-        if n <= 0 {
-            break;
+    let mut gaps = GapFinder::default();
+    proc_self::for_each_line(c"/proc/self/maps", |line| {
+        if let Some((start, end)) = proc_self::mapping_range(line) {
+            gaps.mapping(start, end);
         }
-        for &byte in &buffer[..n as usize] {
-            lines.feed(byte);
-        }
-    }
-    // SAFETY: `fd` is ours.
-    unsafe { libc::close(fd) };
-    lines.widest
+    });
+    gaps.widest
 }
 
-/// Reads `/proc/self/maps` a byte at a time: each line starts with
-/// `start-end ` in hexadecimal.
+/// The widest gap between mappings seen in address order.
 #[derive(Default)]
-struct MapsParser {
-    /// 0: reading the start, 1: the end, 2: the rest of the line.
-    field: u8,
-    start: usize,
-    end: usize,
+struct GapFinder {
     previous_end: Option<usize>,
     widest: Option<(usize, usize)>,
 }
 
-impl MapsParser {
-    fn feed(&mut self, byte: u8) {
-        let digit = match byte {
-            b'0'..=b'9' => Some(byte - b'0'),
-            b'a'..=b'f' => Some(byte - b'a' + 10),
-            _ => None,
-        };
-        match (self.field, byte, digit) {
-            (0, _, Some(d)) => self.start = self.start.wrapping_shl(4) | usize::from(d),
-            (0, b'-', _) => self.field = 1,
-            (1, _, Some(d)) => self.end = self.end.wrapping_shl(4) | usize::from(d),
-            (1, _, None) => {
-                self.mapping(self.start, self.end);
-                self.field = 2;
-            }
-            (_, b'\n', _) => {
-                *self = MapsParser {
-                    previous_end: self.previous_end,
-                    widest: self.widest,
-                    ..MapsParser::default()
-                }
-            }
-            _ => {}
-        }
-    }
-
+impl GapFinder {
     fn mapping(&mut self, start: usize, end: usize) {
-        if start >= USER_SPACE_END || end < start {
+        if start >= USER_SPACE_END {
             return;
         }
         if let Some(previous_end) = self.previous_end {
@@ -306,9 +259,14 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Option<(usize, usize)> {
-        let mut parser = MapsParser::default();
-        text.bytes().for_each(|b| parser.feed(b));
-        parser.widest
+        let mut gaps = GapFinder::default();
+        for (start, end) in text
+            .lines()
+            .filter_map(|l| proc_self::mapping_range(l.as_bytes()))
+        {
+            gaps.mapping(start, end);
+        }
+        gaps.widest
     }
 
     #[test]

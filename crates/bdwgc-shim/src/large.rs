@@ -356,18 +356,10 @@ pub fn mapped_bytes() -> usize {
     (REGION.mapped() - unmapped * UNIT) + SPANS_RANGE.mapped()
 }
 
-/// Bytes of the region and its span table in memory now (a unit at a
-/// time: purged units are not mapped).
-pub fn resident_bytes() -> usize {
-    let base = REGION_BASE.load(Ordering::Acquire);
-    if base == 0 {
-        return 0;
-    }
-    let units = UNITS_USED.load(Ordering::Acquire);
-    let region: usize = (0..units)
-        .map(|unit| crate::memory::resident_in(base + unit * UNIT, UNIT))
-        .sum();
-    region + crate::memory::resident_in(SPANS_RANGE.start(), SPANS_RANGE.mapped())
+/// The address ranges the region and its span table have mapped, purged
+/// units included (for [`crate::memory::resident_bytes`]).
+pub fn mapped_ranges() -> [(usize, usize); 2] {
+    [&REGION, &SPANS_RANGE].map(|range| (range.start(), range.start() + range.mapped()))
 }
 
 /// Bytes the region holds free: kept units, and free blocks of spans that

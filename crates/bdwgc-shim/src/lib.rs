@@ -86,6 +86,8 @@ mod large;
 #[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
 mod memory;
 #[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+mod proc_self;
+#[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
 mod purge;
 #[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
 mod real;

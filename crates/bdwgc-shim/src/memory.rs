@@ -9,7 +9,7 @@
 use core::ffi::c_int;
 use core::fmt::Write;
 
-use crate::{address_space, alloc, init, large, purge, real, small};
+use crate::{alloc, init, large, proc_self, purge, real, small};
 
 /// The regions' memory, in bytes.
 #[derive(Clone, Copy, Default)]
@@ -39,9 +39,36 @@ pub fn report() -> Report {
     }
 }
 
-/// Bytes of the regions' mappings in memory now (`mincore`).
+/// Bytes of the regions' mappings in memory now: what `/proc/self/smaps`
+/// counts as their `Rss`. Not `mincore`, which also counts pages that were
+/// only ever read (the collector reads all of a `calloc`ed block it scans):
+/// they map the kernel's shared zero page, which is no one's memory.
 pub fn resident_bytes() -> usize {
-    small::resident_bytes() + large::resident_bytes()
+    let [a, b, c] = small::mapped_ranges();
+    let [d, e] = large::mapped_ranges();
+    resident_in(&[a, b, c, d, e])
+}
+
+/// The `Rss` of the parts of mappings that lie in `ranges` (`[start, end)`
+/// each), a mapping that lies partly outside them counted in proportion.
+fn resident_in(ranges: &[(usize, usize)]) -> usize {
+    // The part of the mapping being read that is in `ranges`, and its size.
+    let mut current = None;
+    let mut resident = 0;
+    proc_self::for_each_line(c"/proc/self/smaps", |line| {
+        if let Some((start, end)) = proc_self::mapping_range(line) {
+            let inside: usize = ranges
+                .iter()
+                .map(|&(from, to)| to.min(end).saturating_sub(from.max(start)))
+                .sum();
+            current = (inside > 0).then_some((inside, end - start));
+        } else if let Some((inside, size)) = current {
+            if let Some(kib) = proc_self::kib_field(line, b"Rss") {
+                resident += ((kib as u128 * 1024 * inside as u128) / size as u128) as usize;
+            }
+        }
+    });
+    resident
 }
 
 /// glibc's `struct mallinfo2`.
@@ -258,27 +285,6 @@ pub fn mallinfo_or_glibc() -> MallInfo {
         }
     }
     mallinfo()
-}
-
-/// Bytes of `[start, start + len)` in memory, page-aligned `start`; a part
-/// that is not mapped counts as 0.
-pub fn resident_in(start: usize, len: usize) -> usize {
-    let page = address_space::page_size();
-    let mut pages = [0u8; 4096];
-    let mut resident = 0;
-    let mut at = start;
-    let end = start + len;
-    while at < end {
-        let chunk = (end - at).min(pages.len() * page);
-        // SAFETY: `pages` has room for one byte per page of the chunk.
-        let rc = unsafe { libc::mincore(at as *mut _, chunk, pages.as_mut_ptr()) };
-        if rc == 0 {
-            let n = chunk.div_ceil(page);
-            resident += pages[..n].iter().filter(|&&b| b & 1 != 0).count() * page;
-        }
-        at += chunk;
-    }
-    resident
 }
 
 /// Writes `text` to the C stream `stream` (for `malloc_info`).

@@ -142,12 +142,11 @@ pub fn mapped_bytes() -> usize {
     REGION.mapped() + LIVE_MAP.mapped() + SPAN_STATES_RANGE.mapped()
 }
 
-/// Bytes of the region and its tables in memory now.
-pub fn resident_bytes() -> usize {
+/// The address ranges the region and its tables have mapped (for
+/// [`crate::memory::resident_bytes`]).
+pub fn mapped_ranges() -> [(usize, usize); 3] {
     [&REGION, &LIVE_MAP, &SPAN_STATES_RANGE]
-        .iter()
-        .map(|range| crate::memory::resident_in(range.start(), range.mapped()))
-        .sum()
+        .map(|range| (range.start(), range.start() + range.mapped()))
 }
 
 /// The state of span `index`, in the span table.
