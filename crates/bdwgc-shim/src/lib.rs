@@ -43,7 +43,8 @@
 //!
 //! # Platforms
 //!
-//! Active on Linux with glibc on x86_64. Everywhere else the crate builds,
+//! Active on Linux with glibc on x86_64 and aarch64 (any page size: it is
+//! read at run time). Everywhere else the crate builds,
 //! defines nothing, and [`is_active`] returns false.
 //!
 //! # Cost and limits
@@ -69,43 +70,43 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
-#[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+#[cfg(shim_active)]
 mod address_space;
-#[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+#[cfg(shim_active)]
 mod alloc;
-#[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+#[cfg(shim_active)]
 pub mod api;
-#[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+#[cfg(shim_active)]
 mod central;
-#[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+#[cfg(shim_active)]
 mod dlopen;
-#[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+#[cfg(shim_active)]
 mod init;
-#[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+#[cfg(shim_active)]
 mod large;
-#[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+#[cfg(shim_active)]
 mod memory;
-#[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+#[cfg(shim_active)]
 mod proc_self;
-#[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+#[cfg(shim_active)]
 mod purge;
-#[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+#[cfg(shim_active)]
 mod real;
-#[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+#[cfg(shim_active)]
 mod scan;
-#[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+#[cfg(shim_active)]
 mod signals;
-#[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+#[cfg(shim_active)]
 mod small;
-#[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+#[cfg(shim_active)]
 mod spin;
-#[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+#[cfg(shim_active)]
 mod stats;
-#[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+#[cfg(shim_active)]
 mod sys;
-#[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+#[cfg(shim_active)]
 mod threads;
-#[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+#[cfg(shim_active)]
 mod tls;
 
 /// A snapshot of the shim's counters. Mirrors `bdwgc_shim_stats` in
@@ -151,11 +152,11 @@ const VERSION_C: &core::ffi::CStr =
 /// True when the shim routes this process's allocations and threads through
 /// the collector: a supported platform, libgc linked, initialization done.
 pub fn is_active() -> bool {
-    #[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+    #[cfg(shim_active)]
     {
         init::is_serving()
     }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64")))]
+    #[cfg(not(shim_active))]
     {
         false
     }
@@ -163,11 +164,11 @@ pub fn is_active() -> bool {
 
 /// The shim's counters (allocations routed, threads registered, ...).
 pub fn stats() -> Stats {
-    #[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+    #[cfg(shim_active)]
     {
         stats::snapshot()
     }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64")))]
+    #[cfg(not(shim_active))]
     {
         Stats::default()
     }
@@ -179,19 +180,19 @@ pub fn stats() -> Stats {
 /// anything with malloc, when the shim could not see the thread start.
 /// Returns whether the thread is registered.
 pub fn register_current_thread() -> bool {
-    #[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+    #[cfg(shim_active)]
     {
         init::register_current_thread()
     }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64")))]
+    #[cfg(not(shim_active))]
     {
         false
     }
 }
 
 /// The C API where the shim is inactive: it reports itself inactive.
-#[cfg(not(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64")))]
-mod inactive_api {
+#[cfg(not(shim_active))]
+pub mod api {
     use core::ffi::{c_char, c_int};
 
     #[no_mangle]

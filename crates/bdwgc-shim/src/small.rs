@@ -328,6 +328,7 @@ pub unsafe fn clear_block(p: *mut c_void, class: usize) {
     let end = p as usize + block_size(class);
     // SAFETY: stores zero to each 16-byte granule of [p, end), which the
     // caller owns; a block has at least one granule.
+    #[cfg(target_arch = "x86_64")]
     unsafe {
         core::arch::asm!(
             "xorps {zero}, {zero}",
@@ -339,6 +340,19 @@ pub unsafe fn clear_block(p: *mut c_void, class: usize) {
             p = inout(reg) p => _,
             end = in(reg) end,
             zero = out(xmm_reg) _,
+            options(nostack),
+        );
+    }
+    // SAFETY: as above, a pair of zero registers stored per granule.
+    #[cfg(target_arch = "aarch64")]
+    unsafe {
+        core::arch::asm!(
+            "2:",
+            "stp xzr, xzr, [{p}], #16",
+            "cmp {p}, {end}",
+            "b.lo 2b",
+            p = inout(reg) p => _,
+            end = in(reg) end,
             options(nostack),
         );
     }

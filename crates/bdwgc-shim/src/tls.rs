@@ -5,7 +5,9 @@
 //! call malloc: fatal inside malloc itself. Initial-exec variables sit at a
 //! fixed offset from the thread pointer and cost one load, with no call and
 //! no allocation. Stable Rust cannot ask for that model, so the block is
-//! declared in assembly and addressed with one `GOTTPOFF` load.
+//! declared in assembly and addressed with the initial-exec sequence of
+//! each architecture (one `GOTTPOFF` load on x86_64, `adrp`/`ldr` of its
+//! `gottprel` entry on aarch64).
 //!
 //! The block starts zeroed in every thread, so every field's zero value is
 //! the state of a thread the shim has not seen yet.
@@ -76,11 +78,28 @@ pub fn current() -> &'static ThreadState {
     // SAFETY: reads the thread pointer (%fs:0 holds its own address on
     // x86_64 glibc) and adds the block's offset from the GOT; both are valid
     // for the whole life of the thread and the code has no other effect.
+    #[cfg(target_arch = "x86_64")]
     unsafe {
         core::arch::asm!(
             "mov {p}, qword ptr fs:[0]",
             "add {p}, qword ptr [rip + bdwgc_shim_thread_state@GOTTPOFF]",
             p = out(reg) state,
+            options(pure, readonly, nostack),
+        );
+    }
+    // SAFETY: reads the thread pointer (TPIDR_EL0) and adds the block's
+    // offset, loaded from the GOT (the initial-exec sequence); both are
+    // valid for the whole life of the thread and the code has no other
+    // effect.
+    #[cfg(target_arch = "aarch64")]
+    unsafe {
+        core::arch::asm!(
+            "mrs {p}, tpidr_el0",
+            "adrp {offset}, :gottprel:bdwgc_shim_thread_state",
+            "ldr {offset}, [{offset}, #:gottprel_lo12:bdwgc_shim_thread_state]",
+            "add {p}, {p}, {offset}",
+            p = out(reg) state,
+            offset = out(reg) _,
             options(pure, readonly, nostack),
         );
     }
