@@ -2,6 +2,8 @@
 # it must fail, and with it, where it must pass; with the shared libgc (as
 # Debian's crystal links it) and a static libgc.a (as Crystal's official
 # builds do). Needs `cargo build --release` first (scripts/test does it).
+# Then the same on aarch64 under qemu-user (Aarch64Programs), which builds
+# the shim's aarch64 archive itself.
 require "spec"
 require "../src/bdwgc_shim"
 
@@ -44,10 +46,13 @@ module SpecPrograms
     end
   end
 
-  def self.run!(command : String, args : Array(String), env = {} of String => String)
+  # Runs a command that must succeed; returns what it printed.
+  def self.run!(command : String, args : Array(String), env = {} of String => String,
+                chdir : String? = nil) : String
     output = IO::Memory.new
-    status = Process.run(command, args, env: env, output: output, error: output)
+    status = Process.run(command, args, env: env, output: output, error: output, chdir: chdir)
     raise "#{command} #{args.join(" ")} failed:\n#{output}" unless status.success?
+    output.to_s
   end
 
   def self.build(program : String, with_shim : Bool, static_gc : Bool,
@@ -77,10 +82,115 @@ module SpecPrograms
   def self.check(program : String, static_gc : Bool, mt = false, release = false)
     workers = mt ? 4 : 1
     outcome_without = run(build(program, false, static_gc, mt, release), workers)
-    fail "#{program} passes without the shim, so the spec proves nothing:\n#{outcome_without.output}" if outcome_without.passed?
     outcome_with = run(build(program, true, static_gc, mt, release), workers)
+    check_outcomes(program, outcome_without, outcome_with)
+  end
+
+  def self.check_outcomes(program : String, outcome_without : Outcome, outcome_with : Outcome)
+    fail "#{program} passes without the shim, so the spec proves nothing:\n#{outcome_without.output}" if outcome_without.passed?
     fail "#{program} fails with the shim:\n#{outcome_with.output}" unless outcome_with.passed?
     fail "#{program}: the shim is not active:\n#{outcome_with.output}" unless outcome_with.shim_active?
+  end
+end
+
+# The same programs cross-built for 64-bit Arm and run under qemu-user, with
+# Debian's multiarch arm64 libraries under /. Needs gcc-aarch64-linux-gnu,
+# qemu-user, libc6:arm64, libgc-dev:arm64 and libevent-2.1-7:arm64 (never
+# libevent-dev:arm64: apt would remove crystal to install it), and Rust's
+# aarch64-unknown-linux-gnu target for the shim's archive.
+module Aarch64Programs
+  RUST_TARGET    = "aarch64-unknown-linux-gnu"
+  CRYSTAL_TARGET = "aarch64-linux-gnu"
+  CC             = "aarch64-linux-gnu-gcc"
+  QEMU           = "qemu-aarch64"
+  ARM64_LIBS     = "/usr/lib/aarch64-linux-gnu"
+  # libevent-dev:arm64 cannot be installed (see above): the runtime library
+  # is linked by its file name.
+  LIBEVENT = "libevent-2.1.so.7"
+  BUILD    = File.join(SpecPrograms::BUILD, "aarch64")
+
+  @@shim_lib_dir : String?
+  @@lib_dir : String?
+  @@objects = {} of {String, Bool} => Array(String)
+
+  # Fails, or with BDWGC_SHIM_SKIP_AARCH64=1 marks the example pending,
+  # when the cross toolchain or the arm64 libraries are not installed.
+  def self.require_toolchain
+    missing = [CC, QEMU].reject { |tool| Process.find_executable(tool) }
+    missing += ["libgc.so", "libgc.a", LIBEVENT].map { |name| File.join(ARM64_LIBS, name) }.reject { |path| File.exists?(path) }
+    return if missing.empty?
+    pending!("aarch64: #{missing.join(", ")} missing (BDWGC_SHIM_SKIP_AARCH64=1)") if ENV["BDWGC_SHIM_SKIP_AARCH64"]? == "1"
+    fail "the aarch64 specs need #{missing.join(", ")}: run `scripts/install-deps --all` as root " \
+         "(CI installs them), or set BDWGC_SHIM_SKIP_AARCH64=1 to skip these specs"
+  end
+
+  # The folder of the shim's aarch64 archive, built (or found up to date)
+  # once, so that it matches the sources as the host archive does.
+  def self.shim_lib_dir : String
+    @@shim_lib_dir ||= begin
+      SpecPrograms.run!("cargo", ["build", "--release", "--target", RUST_TARGET, "-p", "bdwgc-shim-c"],
+        chdir: SpecPrograms::ROOT)
+      File.join(SpecPrograms::ROOT, "target", RUST_TARGET, "release")
+    end
+  end
+
+  # The repository's GC-unaware C library, built for aarch64 once.
+  def self.lib_dir : String
+    @@lib_dir ||= begin
+      dir = File.join(BUILD, "lib")
+      Dir.mkdir_p(dir)
+      SpecPrograms.run!(CC, ["-O2", "-fPIC", "-shared", File.join(SpecPrograms::ROOT, "tests/c/lib/stash.c"),
+                             "-o", File.join(dir, "libstash.so"), "-lpthread"])
+      dir
+    end
+  end
+
+  # Cross-compiles `program` once (the shared and the static libgc link the
+  # same object) and returns the link command crystal printed for it. GLib
+  # is left out: its arm64 library is not among those installed.
+  def self.link_command(program : String, with_shim : Bool) : Array(String)
+    @@objects[{program, with_shim}] ||= begin
+      Dir.mkdir_p(BUILD)
+      output = File.join(BUILD, "#{program}-#{with_shim ? "with" : "without"}")
+      args = ["build", "--cross-compile", "--target", CRYSTAL_TARGET, "-Dwithout_glib",
+              File.join(SpecPrograms::ROOT, "spec/programs/#{program}.cr"), "-o", output]
+      args << "-Dwith_shim" if with_shim
+      env = with_shim ? {"BDWGC_SHIM_LIB_DIR" => shim_lib_dir} : {} of String => String
+      printed = SpecPrograms.run!("crystal", args, env)
+      line = printed.lines.find(&.starts_with?("cc ")) || raise "no link command in:\n#{printed}"
+      Process.parse_arguments(line)
+    end
+  end
+
+  # Links the object with the cross compiler: crystal's link line, with the
+  # host's library folders left out and the arm64 libevent by file name.
+  def self.build(program : String, with_shim : Bool, static_gc : Bool) : String
+    exe = File.join(BUILD, [program, with_shim ? "with" : "without", static_gc ? "static-gc" : "shared-gc"].join("-"))
+    args = link_command(program, with_shim)[1..].reject(&.starts_with?("-L")).map do |arg|
+      case arg
+      when "-levent" then "-l:#{LIBEVENT}"
+      when "-lgc"    then static_gc ? File.join(ARM64_LIBS, "libgc.a") : arg
+      else                arg
+      end
+    end
+    args[args.index!("-o") + 1] = exe
+    args += ["-L#{lib_dir}", "-Wl,-rpath,#{lib_dir}"]
+    SpecPrograms.run!(CC, args)
+    exe
+  end
+
+  def self.run(exe : String) : SpecPrograms::Outcome
+    output = IO::Memory.new
+    env = {"GC_MARKERS" => "2", "CRYSTAL_WORKERS" => "1"}
+    status = Process.run("timeout", ["-k", "5", "300", QEMU, "-L", "/", exe], env: env, output: output, error: output)
+    SpecPrograms::Outcome.new(status.exit_code, output.to_s)
+  end
+
+  def self.check(program : String, static_gc : Bool)
+    require_toolchain
+    outcome_without = run(build(program, false, static_gc))
+    outcome_with = run(build(program, true, static_gc))
+    SpecPrograms.check_outcomes("#{program} (aarch64)", outcome_without, outcome_with)
   end
 end
 
@@ -129,5 +239,23 @@ describe BdwgcShim do
 
   it "works in a --release build" do
     SpecPrograms.check("thread_callbacks", static_gc: false, release: true)
+  end
+
+  # fork_child is left out: qemu-user 7.2 aborts a forked child that starts
+  # a thread ("qemu_plugin_vcpu_init_hook: assertion failed") or hangs, with
+  # or without the shim. preview_mt is too: -Dpreview_mt links
+  # libevent_pthreads, whose arm64 library is not installed.
+  describe "on aarch64 under qemu-user" do
+    {% for gc in [:shared, :static] %}
+      describe "with the {{gc.id}} libgc" do
+        it "keeps Crystal objects that only C library memory refers to (repo library)" do
+          Aarch64Programs.check("keep_objects", static_gc: {{gc == :static}})
+        end
+
+        it "runs callbacks on C library threads (repo library)" do
+          Aarch64Programs.check("thread_callbacks", static_gc: {{gc == :static}})
+        end
+      end
+    {% end %}
   end
 end

@@ -4,8 +4,16 @@
 # the static `libbdwgc_shim.a` (built by `cargo build --release`, which the
 # shard's postinstall runs) into the program.
 
+# BDWGC_SHIM_LIB_DIR, when set as crystal compiles, names the folder of the
+# archive to link instead: a cross-build needs the target's archive
+# (target/<triple>/release), not the host's.
 {% begin %}
-  @[Link(ldflags: "-Wl,--undefined=bdwgc_shim_is_active {{__DIR__.id}}/../target/release/libbdwgc_shim.a")]
+  {% lib_dir = env("BDWGC_SHIM_LIB_DIR") %}
+  {% if lib_dir && !lib_dir.empty? %}
+    @[Link(ldflags: "-Wl,--undefined=bdwgc_shim_is_active {{lib_dir.id}}/libbdwgc_shim.a")]
+  {% else %}
+    @[Link(ldflags: "-Wl,--undefined=bdwgc_shim_is_active {{__DIR__.id}}/../target/release/libbdwgc_shim.a")]
+  {% end %}
   lib LibBdwgcShim
     struct Stats
       allocations_routed : UInt64

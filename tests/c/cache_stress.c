@@ -136,6 +136,7 @@ int main(int argc, char **argv) {
     printf("seed=%lu seconds=%.1f\n", seed, seconds);
     run(seed, seconds / 2, 4);
     fflush(stdout);
+    settle_before_fork();
     pid_t pid = fork();
     if (pid == 0) {
         run(seed + 1000, seconds / 4, 2);

@@ -176,6 +176,7 @@ static long fork_by_program(void) {
     usleep(20000);
     for (int k = 0; k < 3; k++) {
         fflush(stdout);
+        settle_before_fork();
         GC_atfork_prepare();
         pid_t pid = fork();
         if (pid == 0) {

@@ -24,6 +24,90 @@ pub fn shim_dir() -> PathBuf {
         .unwrap_or_else(|| repo_root().join("target/release"))
 }
 
+/// The machine a scenario program is built for and runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// This machine, with its own compilers.
+    Native,
+    /// 64-bit Arm Linux, built with Debian's cross compilers against the
+    /// arm64 libraries of multiarch (`libgc-dev:arm64`) and run under
+    /// qemu-user (`qemu-aarch64 -L /`).
+    Aarch64,
+}
+
+impl Target {
+    /// Rust's name of the target whose shim libraries the programs use.
+    pub fn rust_triple(self) -> Option<&'static str> {
+        match self {
+            Target::Native => None,
+            Target::Aarch64 => Some("aarch64-unknown-linux-gnu"),
+        }
+    }
+
+    /// Where `cargo build --release [--target ...]` puts the shim for this
+    /// target.
+    pub fn shim_dir(self) -> PathBuf {
+        match self.rust_triple() {
+            None => shim_dir(),
+            Some(triple) => repo_root().join("target").join(triple).join("release"),
+        }
+    }
+
+    /// The C compiler (`c++` with `cplusplus`).
+    fn compiler(self, cplusplus: bool) -> &'static str {
+        match (self, cplusplus) {
+            (Target::Native, false) => "cc",
+            (Target::Native, true) => "c++",
+            (Target::Aarch64, false) => "aarch64-linux-gnu-gcc",
+            (Target::Aarch64, true) => "aarch64-linux-gnu-g++",
+        }
+    }
+
+    /// Where this target's programs are built.
+    fn build_dir(self) -> PathBuf {
+        match self {
+            Target::Native => build_root(),
+            Target::Aarch64 => build_root().join("aarch64"),
+        }
+    }
+
+    /// A command that runs `program` on this target with `preload` (a
+    /// library to preload, or none): under emulation, the emulator sets
+    /// the guest's own `LD_PRELOAD`, so that the host's loader never sees
+    /// a library of another machine.
+    pub fn command(self, program: &Path, preload: Option<&Path>) -> Command {
+        match self {
+            Target::Native => {
+                let mut command = Command::new(program);
+                command.env_remove("LD_PRELOAD");
+                if let Some(library) = preload {
+                    command.env("LD_PRELOAD", library);
+                }
+                command
+            }
+            Target::Aarch64 => {
+                let mut command = Command::new("qemu-aarch64");
+                command.env_remove("LD_PRELOAD").args(["-L", "/"]);
+                if let Some(library) = preload {
+                    let mut setting = OsString::from("LD_PRELOAD=");
+                    setting.push(library);
+                    command.arg("-E").arg(setting);
+                }
+                command.arg(program);
+                command
+            }
+        }
+    }
+
+    /// How much longer a run takes here than natively, for timeouts.
+    pub fn slowdown(self) -> u32 {
+        match self {
+            Target::Native => 1,
+            Target::Aarch64 => 10,
+        }
+    }
+}
+
 /// How a scenario program meets the shim (or does not).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -389,6 +473,59 @@ pub fn all_scenarios() -> Vec<Scenario> {
     list
 }
 
+/// Runs `scenario` in each of `modes` on `target` and returns what went
+/// wrong: without the shim a scenario must fail (the proof that the shim is
+/// what fixes it) and must not report the shim active; with it, it must
+/// pass with the shim active. A conformance scenario passes either way.
+pub fn check_in_modes(target: Target, scenario: &Scenario, modes: &[Mode]) -> Vec<String> {
+    let name = &scenario.name;
+    let mut problems = Vec::new();
+    for &mode in modes {
+        let outcome = match run_on(target, scenario, mode) {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                problems.push(format!("{name} [{}]: {e}", mode.name()));
+                continue;
+            }
+        };
+        let report = format!(
+            "{name} [{}]: {} ({:?}, {:.2}s)\n--- stdout\n{}--- stderr\n{}",
+            mode.name(),
+            outcome.summary(),
+            outcome.ending,
+            outcome.elapsed.as_secs_f64(),
+            outcome.stdout,
+            outcome.stderr
+        );
+        eprintln!(
+            "{name} [{}]: {} ({:.2}s)",
+            mode.name(),
+            outcome.summary(),
+            outcome.elapsed.as_secs_f64()
+        );
+        if mode.has_shim() {
+            if outcome.shim_reported() != Some(true) {
+                problems.push(format!("shim not active: {report}"));
+            } else if !outcome.passed() {
+                problems.push(format!("fails with the shim: {report}"));
+            }
+        } else {
+            if outcome.shim_reported() == Some(true) {
+                problems.push(format!("shim active without the shim: {report}"));
+            }
+            if scenario.fails_without_shim && outcome.passed() {
+                problems.push(format!(
+                    "passes without the shim, so proves nothing: {report}"
+                ));
+            }
+            if !scenario.fails_without_shim && !outcome.passed() {
+                problems.push(format!("conformance fails with plain glibc: {report}"));
+            }
+        }
+    }
+    problems
+}
+
 /// How a run ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Ending {
@@ -478,27 +615,30 @@ pub fn compile(compiler: &str, args: &[OsString]) -> Result<(), String> {
     }
 }
 
-/// Builds the GC-unaware libraries once per process.
-fn libraries() -> Result<PathBuf, String> {
-    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BUILT
+/// Builds the GC-unaware libraries once per process and target.
+fn libraries(target: Target) -> Result<PathBuf, String> {
+    static BUILT: [OnceLock<Result<PathBuf, String>>; 2] = [OnceLock::new(), OnceLock::new()];
+    BUILT[target as usize]
         .get_or_init(|| {
-            let dir = build_root().join("lib");
+            let dir = target.build_dir().join("lib");
             std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
             let src = repo_root().join("tests/c/lib");
             for name in ["stash", "early", "ctor_thread"] {
                 let out = dir.join(format!("lib{name}.so"));
                 let temporary = temporary_path(&out);
-                cc(&[
-                    "-O2".into(),
-                    "-g".into(),
-                    "-fPIC".into(),
-                    "-shared".into(),
-                    src.join(format!("{name}.c")).into(),
-                    "-o".into(),
-                    temporary.clone().into(),
-                    "-lpthread".into(),
-                ])?;
+                compile(
+                    target.compiler(false),
+                    &[
+                        "-O2".into(),
+                        "-g".into(),
+                        "-fPIC".into(),
+                        "-shared".into(),
+                        src.join(format!("{name}.c")).into(),
+                        "-o".into(),
+                        temporary.clone().into(),
+                        "-lpthread".into(),
+                    ],
+                )?;
                 std::fs::rename(&temporary, &out).map_err(|e| e.to_string())?;
             }
             Ok(dir)
@@ -517,7 +657,13 @@ fn temporary_path(out: &Path) -> PathBuf {
 
 /// Builds `program` for `mode` (once per process) and returns its path.
 pub fn build(program: &str, mode: Mode) -> Result<PathBuf, String> {
-    static BUILT: Mutex<Vec<(String, Mode, PathBuf)>> = Mutex::new(Vec::new());
+    build_for(Target::Native, program, mode)
+}
+
+/// Builds `program` for `mode` on `target` (once per process) and returns
+/// its path.
+pub fn build_for(target: Target, program: &str, mode: Mode) -> Result<PathBuf, String> {
+    static BUILT: Mutex<Vec<(Target, String, Mode, PathBuf)>> = Mutex::new(Vec::new());
     // Preloading uses the program built without the shim.
     let link_mode = if mode == Mode::Preload {
         Mode::Without
@@ -525,29 +671,33 @@ pub fn build(program: &str, mode: Mode) -> Result<PathBuf, String> {
         mode
     };
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, _, path)) = built
+    if let Some((_, _, _, path)) = built
         .iter()
-        .find(|(p, m, _)| p == program && *m == link_mode)
+        .find(|(t, p, m, _)| *t == target && p == program && *m == link_mode)
     {
         return Ok(path.clone());
     }
-    let libs = libraries()?;
-    let shim = shim_dir();
+    let libs = libraries(target)?;
+    let shim = target.shim_dir();
     if link_mode.has_shim() && !shim.join("libbdwgc_shim.a").exists() {
+        let target_flag = target
+            .rust_triple()
+            .map(|t| format!(" --target {t} -p bdwgc-shim-c"))
+            .unwrap_or_default();
         return Err(format!(
-            "{} has no libbdwgc_shim.a: run cargo build --release",
+            "{} has no libbdwgc_shim.a: run cargo build --release{target_flag}",
             shim.display()
         ));
     }
-    let dir = build_root().join(link_mode.name());
+    let dir = target.build_dir().join(link_mode.name());
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let out = dir.join(program);
     let temporary = temporary_path(&out);
     let src = repo_root().join("tests/c");
     // C++ programs (tests/c/*.cc) build with c++.
     let (compiler, source) = match src.join(format!("{program}.cc")) {
-        cpp if cpp.exists() => ("c++", cpp),
-        _ => ("cc", src.join(format!("{program}.c"))),
+        cpp if cpp.exists() => (target.compiler(true), cpp),
+        _ => (target.compiler(false), src.join(format!("{program}.c"))),
     };
     let mut args: Vec<OsString> = vec![
         "-O2".into(),
@@ -573,15 +723,21 @@ pub fn build(program: &str, mode: Mode) -> Result<PathBuf, String> {
     args.extend(["-lpthread".into(), "-ldl".into()]);
     compile(compiler, &args)?;
     std::fs::rename(&temporary, &out).map_err(|e| e.to_string())?;
-    built.push((program.to_string(), link_mode, out.clone()));
+    built.push((target, program.to_string(), link_mode, out.clone()));
     Ok(out)
 }
 
 /// Runs `scenario` in `mode`, killing it after its timeout.
 pub fn run(scenario: &Scenario, mode: Mode) -> Result<Outcome, String> {
-    let timeout = scenario.timeout;
-    let program = build(scenario.program, mode)?;
-    let libs = libraries()?;
+    run_on(Target::Native, scenario, mode)
+}
+
+/// Runs `scenario` in `mode` on `target`, killing it after its timeout
+/// (longer by the target's slowdown).
+pub fn run_on(target: Target, scenario: &Scenario, mode: Mode) -> Result<Outcome, String> {
+    let timeout = scenario.timeout * target.slowdown();
+    let program = build_for(target, scenario.program, mode)?;
+    let libs = libraries(target)?;
     let args: Vec<String> = scenario
         .args
         .iter()
@@ -591,7 +747,7 @@ pub fn run(scenario: &Scenario, mode: Mode) -> Result<Outcome, String> {
             other => other.to_string(),
         })
         .collect();
-    run_program(&program, &args, mode == Mode::Preload, timeout)
+    run_program_on(target, &program, &args, mode == Mode::Preload, timeout)
 }
 
 /// Runs an already built program the way the scenarios run: with
@@ -602,14 +758,20 @@ pub fn run_program(
     preload: bool,
     timeout: Duration,
 ) -> Result<Outcome, String> {
-    let mut command = Command::new(program);
-    command
-        .args(args)
-        .env("GC_MARKERS", "2")
-        .env_remove("LD_PRELOAD");
-    if preload {
-        command.env("LD_PRELOAD", shim_dir().join("libbdwgc_shim.so"));
-    }
+    run_program_on(Target::Native, program, args, preload, timeout)
+}
+
+/// [`run_program`] on `target`.
+pub fn run_program_on(
+    target: Target,
+    program: &Path,
+    args: &[String],
+    preload: bool,
+    timeout: Duration,
+) -> Result<Outcome, String> {
+    let library = target.shim_dir().join("libbdwgc_shim.so");
+    let mut command = target.command(program, preload.then_some(library.as_path()));
+    command.args(args).env("GC_MARKERS", "2");
     run_with_timeout(command, timeout)
 }
 

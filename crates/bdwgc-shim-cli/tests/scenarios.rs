@@ -6,7 +6,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use bdwgc_shim_cli::scenarios::{all_scenarios, run, run_program, shim_dir, Mode, Scenario};
+use bdwgc_shim_cli::scenarios::{
+    all_scenarios, check_in_modes, run_program, shim_dir, Mode, Scenario, Target,
+};
 
 const TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -15,40 +17,7 @@ fn check_scenario(name: &str) {
         .into_iter()
         .find(|s| s.name == name)
         .unwrap_or_else(|| panic!("no scenario {name}"));
-    let mut problems = Vec::new();
-    for mode in Mode::ALL {
-        let outcome =
-            run(&scenario, mode).unwrap_or_else(|e| panic!("{name} [{}]: {e}", mode.name()));
-        let report = format!(
-            "{name} [{}]: {} ({:?}, {:.2}s)\n--- stdout\n{}--- stderr\n{}",
-            mode.name(),
-            outcome.summary(),
-            outcome.ending,
-            outcome.elapsed.as_secs_f64(),
-            outcome.stdout,
-            outcome.stderr
-        );
-        eprintln!("{name} [{}]: {}", mode.name(), outcome.summary());
-        if mode.has_shim() {
-            if outcome.shim_reported() != Some(true) {
-                problems.push(format!("shim not active: {report}"));
-            } else if !outcome.passed() {
-                problems.push(format!("fails with the shim: {report}"));
-            }
-        } else {
-            if outcome.shim_reported() == Some(true) {
-                problems.push(format!("shim active without the shim: {report}"));
-            }
-            if scenario.fails_without_shim && outcome.passed() {
-                problems.push(format!(
-                    "passes without the shim, so proves nothing: {report}"
-                ));
-            }
-            if !scenario.fails_without_shim && !outcome.passed() {
-                problems.push(format!("conformance fails with plain glibc: {report}"));
-            }
-        }
-    }
+    let problems = check_in_modes(Target::Native, &scenario, &Mode::ALL);
     assert!(problems.is_empty(), "{}", problems.join("\n\n"));
 }
 
@@ -66,47 +35,7 @@ macro_rules! scenario_tests {
     };
 }
 
-scenario_tests! {
-    keep_objects => "keep-objects",
-    keep_objects_incremental => "keep-objects-incremental",
-    thread_joinable => "thread-joinable",
-    thread_detached => "thread-detached",
-    thread_signals_blocked => "thread-signals-blocked",
-    thread_attr_sigmask => "thread-attr-sigmask",
-    thread_sigev_timer => "thread-sigev-timer",
-    thread_sigev_mq_notify => "thread-sigev-mq-notify",
-    thread_pthread_exit => "thread-pthread-exit",
-    thread_cancelled => "thread-cancelled",
-    gc_pthread_create => "gc-pthread-create",
-    fork_with_threads => "fork",
-    two_thousand_threads => "2000-threads",
-    before_main => "before-main",
-    dlopen => "dlopen",
-    cache_stress => "cache-stress",
-    cache_stress_purge => "cache-stress-purge",
-    thread_churn => "thread-churn",
-    exit_order => "exit-order",
-    dlopen_loop => "dlopen-loop",
-    out_of_memory => "out-of-memory",
-    address_limit_after => "address-limit-after",
-    address_limit_before => "address-limit-before",
-    burst_trim => "burst-trim",
-    burst_idle => "burst-idle",
-    freed_blocks => "freed-blocks",
-    init_implicit => "init-implicit",
-    init_implicit_thread => "init-implicit-thread",
-    init_late => "init-late",
-    setting_interior_pointers_off => "setting-interior-pointers-off",
-    setting_signals_moved => "setting-signals-moved",
-    setting_fork_by_program => "setting-fork-by-program",
-    setting_find_leak => "setting-find-leak",
-    setting_pages_executable => "setting-pages-executable",
-    setting_stack_bottom => "setting-stack-bottom",
-    setting_markers => "setting-markers",
-    setting_init_conf => "setting-init-conf",
-    rss_flat => "rss-flat",
-    edge_inputs => "edge-inputs",
-}
+include!("common/scenario_list.rs");
 
 #[test]
 fn every_scenario_has_a_test() {

@@ -11,9 +11,10 @@
 //!
 //! - at start-up, [`Placement::find`] reads `/proc/self/maps` and picks a
 //!   free range in the middle of the widest gap between the process's
-//!   mappings (on x86_64, the tens of TiB between the brk heap, which grows
-//!   up, and the kernel's mmap area, which it fills from the top down), so
-//!   that neither reaches it for a long time;
+//!   mappings (on x86_64 and aarch64, the tens of TiB between the brk heap,
+//!   which grows up, and the kernel's mmap area, which it fills from the top
+//!   down; under qemu-user, below the guest's mappings), so that neither
+//!   reaches it for a long time;
 //! - a region maps its range from the start up as it grows
 //!   ([`GrowingRange`]), a chunk at a time, with `MAP_FIXED_NOREPLACE`: the
 //!   kernel checks each piece against `RLIMIT_AS` like any other mapping,
@@ -42,7 +43,7 @@ impl Placement {
     /// A free range of `len` bytes in the middle of the widest gap between
     /// the process's mappings, or `None` when no gap is wide enough.
     pub fn find(len: usize) -> Option<Placement> {
-        let (gap_start, gap_end) = widest_gap()?;
+        let (gap_start, gap_end) = gap_for(len + REGION_ALIGN)?;
         let room = (gap_end - gap_start).checked_sub(len + REGION_ALIGN)?;
         let start = (gap_start + room / 2).next_multiple_of(REGION_ALIGN);
         Some(Placement {
@@ -57,12 +58,28 @@ impl Placement {
     /// data, which libgc scans at every collection, and an entry is one load
     /// at a small displacement from the range's start.
     pub fn take_with_table(&mut self, table_len: usize, len: usize, align: usize) -> Option<usize> {
-        let start = (self.next + table_len).next_multiple_of(align);
-        if start + len > self.end || !map_fixed(start - table_len, table_len) {
+        let (table_start, start) = self.table_and_range(table_len, len, align, page_size())?;
+        if !map_fixed(table_start, start - table_start) {
             return None;
         }
         self.next = start + len;
         Some(start)
+    }
+
+    /// Where the table's mapping (whole pages of `page` bytes, ending at
+    /// the range) and the range would start; `None` when they do not fit.
+    /// A table of 16 KiB fills part of a 64 KiB page: the mapping must
+    /// start at a page boundary, or the kernel refuses it.
+    fn table_and_range(
+        &self,
+        table_len: usize,
+        len: usize,
+        align: usize,
+        page: usize,
+    ) -> Option<(usize, usize)> {
+        let table_pages = table_len.next_multiple_of(page);
+        let start = (self.next + table_pages).next_multiple_of(align.max(page));
+        (start + len <= self.end).then_some((start - table_pages, start))
     }
 
     /// The start of a range of `len` bytes, `align`-aligned, not mapped.
@@ -211,21 +228,28 @@ pub fn offset_in(base: &AtomicUsize, size: usize, p: *mut c_void) -> Option<(usi
 /// `[vsyscall]` page), not the process's address space.
 const USER_SPACE_END: usize = 1 << 56;
 
-/// The widest gap between two of the process's mappings, from
-/// `/proc/self/maps` (read without allocating, [`proc_self`]).
-fn widest_gap() -> Option<(usize, usize)> {
+/// The lowest address a region may start at when it goes below every
+/// mapping: the low 4 GiB stay for programs that want addresses that fit
+/// 32 bits (`MAP_32BIT`, JIT compilers, compressed pointers).
+const LOW_FLOOR: usize = 4 << 30;
+
+/// The gap the regions go in, from `/proc/self/maps` (read without
+/// allocating, [`proc_self`]): see [`GapFinder::gap_for`].
+fn gap_for(len: usize) -> Option<(usize, usize)> {
     let mut gaps = GapFinder::default();
     proc_self::for_each_line(c"/proc/self/maps", |line| {
         if let Some((start, end)) = proc_self::mapping_range(line) {
             gaps.mapping(start, end);
         }
     });
-    gaps.widest
+    gaps.gap_for(len)
 }
 
-/// The widest gap between mappings seen in address order.
+/// The widest gap between mappings seen in address order, and where the
+/// lowest one starts.
 #[derive(Default)]
 struct GapFinder {
+    lowest_start: Option<usize>,
     previous_end: Option<usize>,
     widest: Option<(usize, usize)>,
 }
@@ -235,6 +259,7 @@ impl GapFinder {
         if start >= USER_SPACE_END {
             return;
         }
+        self.lowest_start.get_or_insert(start);
         if let Some(previous_end) = self.previous_end {
             let widest = self.widest.map_or(0, |(from, to)| to - from);
             if start > previous_end && start - previous_end > widest {
@@ -242,6 +267,23 @@ impl GapFinder {
             }
         }
         self.previous_end = Some(end);
+    }
+
+    /// A gap of more than `len` bytes: the widest between two mappings
+    /// when it is wide enough, as it always is under a kernel (on x86_64
+    /// and aarch64 the brk heap and the mmap area are tens of TiB apart,
+    /// about 170 GiB with aarch64's smallest, 39-bit, address space).
+    /// Otherwise the space below the lowest mapping, above [`LOW_FLOOR`]:
+    /// under qemu-user a guest sees only its own mappings, packed together,
+    /// while the emulator's own, which the guest cannot see, sit above them
+    /// (a region placed there failed to grow) and its program well below.
+    fn gap_for(&self, len: usize) -> Option<(usize, usize)> {
+        let fits = |&(from, to): &(usize, usize)| to - from > len;
+        let below = self
+            .lowest_start
+            .filter(|&lowest| lowest > LOW_FLOOR)
+            .map(|lowest| (LOW_FLOOR, lowest));
+        self.widest.filter(fits).or(below.filter(fits))
     }
 }
 
@@ -258,7 +300,7 @@ pub fn page_size() -> usize {
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Option<(usize, usize)> {
+    fn finder(text: &str) -> GapFinder {
         let mut gaps = GapFinder::default();
         for (start, end) in text
             .lines()
@@ -266,7 +308,7 @@ mod tests {
         {
             gaps.mapping(start, end);
         }
-        gaps.widest
+        gaps
     }
 
     #[test]
@@ -280,14 +322,42 @@ mod tests {
 7ffc00000000-7ffc00021000 rw-p 00000000 00:00 0 [stack]
 ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0 [vsyscall]
 ";
-        assert_eq!(parse(maps), Some((0x55d1c3021000, 0x7f0000000000)));
-        assert_eq!(parse("7f0000000000-7f0000100000 rw-p 0 0 0\n"), None);
+        let gaps = finder(maps);
+        assert_eq!(
+            gaps.gap_for(68 << 30),
+            Some((0x55d1c3021000, 0x7f0000000000))
+        );
+        // Wider than any gap between mappings: below them all.
+        assert_eq!(gaps.gap_for(50 << 40), Some((LOW_FLOOR, 0x55d1c2a4e000)));
+        assert_eq!(gaps.gap_for(90 << 40), None);
+        let single = finder("7f0000000000-7f0000100000 rw-p 0 0 0\n");
+        assert_eq!(single.gap_for(1 << 30), Some((LOW_FLOOR, 0x7f0000000000)));
+        // A program mapped low (not PIE) leaves no room below it.
+        assert_eq!(finder("400000-401000 r-xp 0 0 0\n").gap_for(1 << 30), None);
+    }
+
+    /// An aarch64 guest under qemu-user 10: its own mappings only, packed
+    /// together; the emulator's are above them.
+    #[test]
+    fn below_the_lowest_mapping_when_the_mappings_are_packed() {
+        let maps = "\
+7f9412340000-7f9412440000 rw-p 00000000 00:00 0
+7f9412440000-7f94125cc000 r-xp 00000000 fe:00 778644 /usr/lib/aarch64-linux-gnu/libc.so.6
+7f94125ff000-7f9412dff000 rw-p 00000000 00:00 0 [stack]
+7f9414400000-7f9414427000 r-xp 00000000 fe:00 778641 /usr/lib/aarch64-linux-gnu/ld-linux-aarch64.so.1
+7f9414450000-7f9414451000 r-xp 00000000 fe:00 10012332 /tmp/maps
+7f9414471000-7f9414474000 rw-p 00000000 00:00 0 [heap]
+";
+        assert_eq!(
+            finder(maps).gap_for(68 << 30),
+            Some((LOW_FLOOR, 0x7f9412340000))
+        );
     }
 
     #[test]
     fn placement_is_centred_in_the_gap_and_aligned() {
-        let gap = widest_gap().expect("this process has mappings");
         let len = 1 << 30;
+        let gap = gap_for(len + REGION_ALIGN).expect("this process has room");
         let mut placement = Placement::find(len).expect("a test process has room");
         let start = placement.next;
         assert_eq!(start % REGION_ALIGN, 0);
@@ -309,5 +379,37 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0 [vsyscall]
         // Mapping again over what is mapped fails rather than replace it.
         assert!(!map_fixed(base, 4096));
         assert!(placement.take(len, REGION_ALIGN).is_none());
+    }
+
+    /// aarch64 kernels run with 4, 16 or 64 KiB pages: a table's mapping
+    /// starts on a page boundary whatever its length, ends where its range
+    /// starts, and stays clear of what was handed out before.
+    #[test]
+    fn tables_are_mapped_in_whole_pages_of_any_size() {
+        for page in [4 << 10, 16 << 10, 64 << 10] {
+            for table_len in [1, 4096, 16384, 65536, 100_000] {
+                for next in [REGION_ALIGN, REGION_ALIGN + 4096, 3 * REGION_ALIGN - 1] {
+                    let placement = Placement { next, end: 1 << 40 };
+                    let (table_start, start) = placement
+                        .table_and_range(table_len, 64 << 20, REGION_ALIGN, page)
+                        .expect("room");
+                    assert_eq!(table_start % page, 0, "page {page} table {table_len}");
+                    assert_eq!(start % REGION_ALIGN, 0);
+                    assert!(start - table_start >= table_len);
+                    assert_eq!((start - table_start) % page, 0);
+                    assert!(
+                        table_start >= next,
+                        "page {page} table {table_len} next {next:#x}"
+                    );
+                }
+            }
+        }
+        let full = Placement {
+            next: REGION_ALIGN,
+            end: 4 * REGION_ALIGN,
+        };
+        assert!(full
+            .table_and_range(65536, 3 * REGION_ALIGN, REGION_ALIGN, 65536)
+            .is_none());
     }
 }

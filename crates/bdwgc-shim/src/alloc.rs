@@ -577,13 +577,19 @@ pub fn valloc(size: usize) -> *mut c_void {
 
 pub fn pvalloc(size: usize) -> *mut c_void {
     let page = address_space::page_size();
-    match size.checked_add(page - 1) {
-        Some(n) => aligned(page, (n & !(page - 1)).max(page)),
+    match whole_pages(size, page) {
+        Some(n) => aligned(page, n),
         None => {
             set_errno(libc::ENOMEM);
             ptr::null_mut()
         }
     }
+}
+
+/// `size` rounded up to whole pages of `page` bytes, at least one page (as
+/// glibc's `pvalloc` does); `None` on overflow.
+fn whole_pages(size: usize, page: usize) -> Option<usize> {
+    Some(size.checked_add(page - 1)? & !(page - 1)).map(|n| n.max(page))
 }
 
 /// # Safety
@@ -603,5 +609,26 @@ pub unsafe fn usable_size(p: *mut c_void) -> usize {
         libc_usable(p)
     } else {
         collector_usable(base, p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::whole_pages;
+
+    /// The page size is the system's (4, 16 or 64 KiB on aarch64).
+    #[test]
+    fn pvalloc_rounds_to_whole_pages_of_any_size() {
+        for page in [4usize << 10, 16 << 10, 64 << 10] {
+            assert_eq!(whole_pages(0, page), Some(page));
+            assert_eq!(whole_pages(1, page), Some(page));
+            assert_eq!(whole_pages(page, page), Some(page));
+            assert_eq!(whole_pages(page + 1, page), Some(2 * page));
+            assert_eq!(whole_pages(usize::MAX - page + 2, page), None);
+            assert_eq!(
+                whole_pages(usize::MAX - 2 * page, page),
+                Some(usize::MAX - 2 * page + 1)
+            );
+        }
     }
 }

@@ -381,7 +381,8 @@ mod tests {
     use std::{assert, assert_eq, vec};
 
     const SPAN: usize = 64 << 10;
-    const PAGE: usize = 4096;
+    /// The page sizes of aarch64 kernels (x86_64 has the first).
+    const PAGE_SIZES: [usize; 3] = [4 << 10, 16 << 10, 64 << 10];
 
     static STATES: [SpanState; 2] = [const {
         SpanState {
@@ -400,16 +401,16 @@ mod tests {
 
     /// A span-sized, page-aligned buffer, leaked (the test's blocks point
     /// into it).
-    fn span_memory() -> usize {
-        let words = vec![0u64; (SPAN + PAGE) / 8].leak();
-        (words.as_mut_ptr() as usize).next_multiple_of(PAGE)
+    fn span_memory(page: usize) -> usize {
+        let words = vec![0u64; (SPAN + page) / 8].leak();
+        (words.as_mut_ptr() as usize).next_multiple_of(page)
     }
 
     /// Carves every block of a span, frees all but `kept` in a scrambled
     /// order, discards the free pages (zeroing them, as the kernel would),
     /// and checks that the list then holds exactly the freed blocks.
-    fn check_discard(size: usize, kept: &[usize]) {
-        let start = span_memory();
+    fn check_discard(size: usize, page: usize, kept: &[usize]) {
+        let start = span_memory(page);
         let blocks = SPAN / size;
         let mut list = ClassList::new(state);
         list.start_carving(0, start, start + blocks * size, true);
@@ -435,7 +436,7 @@ mod tests {
         let mut discarded = Vec::new();
         list.discard_free_pages(
             size,
-            PAGE,
+            page,
             |_| start,
             |from, len| {
                 discarded.push((from, len));
@@ -444,8 +445,8 @@ mod tests {
             },
         );
         for &(from, len) in &discarded {
-            assert_eq!(from % PAGE, 0);
-            assert_eq!(len % PAGE, 0);
+            assert_eq!(from % page, 0);
+            assert_eq!(len % page, 0);
             for &n in kept {
                 let block = start + n * size;
                 assert!(
@@ -458,7 +459,7 @@ mod tests {
         let free_bytes = order.len() * size;
         // Every run of free blocks loses at most its ends and one page.
         assert!(
-            discarded_bytes + (kept.len() + 1) * 3 * PAGE.max(size) >= free_bytes,
+            discarded_bytes + (kept.len() + 1) * 3 * page.max(size) >= free_bytes,
             "discarded {discarded_bytes} of {free_bytes}"
         );
         let mut seen = BTreeSet::new();
@@ -475,16 +476,18 @@ mod tests {
 
     #[test]
     fn discarding_free_pages_keeps_the_list_and_the_allocated_blocks() {
-        for size in [16, 48, 1024, 4096, 6144, 16384] {
-            check_discard(size, &[0]);
-            check_discard(size, &[1, 2, SPAN / size / 2, SPAN / size - 1]);
-            check_discard(size, &[SPAN / size / 3]);
+        for page in PAGE_SIZES {
+            for size in [16, 48, 1024, 4096, 6144, 16384] {
+                check_discard(size, page, &[0]);
+                check_discard(size, page, &[1, 2, SPAN / size / 2, SPAN / size - 1]);
+                check_discard(size, page, &[SPAN / size / 3]);
+            }
         }
     }
 
     #[test]
     fn an_idle_span_is_reported_wholly_free_once_it_cannot_carve() {
-        let start = span_memory();
+        let start = span_memory(4096);
         let size = 256;
         let mut list = ClassList::new(state);
         list.start_carving(1, start, start + 2 * size, false);
@@ -496,6 +499,7 @@ mod tests {
         let c = list.take_block(size, false).unwrap().0;
         // SAFETY: as above.
         assert!(!unsafe { list.put_block(b, 1, size) });
+        // SAFETY: as above.
         assert!(unsafe { list.put_block(c, 1, size) });
         let mut out = [0; 4];
         assert_eq!(list.take_idle(10, |_| false, false, &mut out), 0);
