@@ -40,7 +40,7 @@ static void *new_checked(unsigned long tag) {
     return t;
 }
 
-static void *new_tracked(unsigned long tag) {
+__attribute__((unused)) static void *new_tracked(unsigned long tag) {
     void *t = new_checked(tag);
     GC_REGISTER_FINALIZER(t, on_finalize, NULL, NULL, NULL);
     return t;
@@ -54,7 +54,7 @@ static int tracked_ok(const void *p, unsigned long tag) {
 
 /* Checks `p` and lets it die quietly: its finalizer is removed, so that
  * only objects lost while still in use count as finalized. */
-static int release_tracked(void *p, unsigned long tag) {
+__attribute__((unused)) static int release_tracked(void *p, unsigned long tag) {
     int ok = tracked_ok(p, tag);
     if (ok) GC_REGISTER_FINALIZER(p, NULL, NULL, NULL, NULL);
     return ok;
@@ -69,7 +69,7 @@ static void churn(int megabytes) {
 }
 
 /* Several full collections with heavy allocation between them. */
-static void collect_hard(void) {
+__attribute__((unused)) static void collect_hard(void) {
     for (int i = 0; i < 3; i++) {
         GC_gcollect();
         churn(8);

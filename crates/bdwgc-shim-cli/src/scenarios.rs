@@ -462,6 +462,14 @@ pub fn all_scenarios() -> Vec<Scenario> {
             timeout: DEFAULT_TIMEOUT,
         },
         Scenario {
+            name: "malloc-report".into(),
+            program: "malloc_report",
+            args: vec![],
+            fails_without_shim: false,
+            what: "mallinfo2, mallinfo, malloc_stats, malloc_info count what malloc serves (conformance)",
+            timeout: DEFAULT_TIMEOUT,
+        },
+        Scenario {
             name: "edge-inputs".into(),
             program: "edge_inputs",
             args: vec![],
@@ -773,6 +781,22 @@ pub fn run_program_on(
     let mut command = target.command(program, preload.then_some(library.as_path()));
     command.args(args).env("GC_MARKERS", "2");
     run_with_timeout(command, timeout)
+}
+
+/// The lines the shim prints at exit with `BDWGC_SHIM_DEBUG=1`, from the
+/// keep-objects program preloaded on `target`.
+pub fn debug_summary_lines(target: Target) -> Result<Vec<String>, String> {
+    let program = build_for(target, "keep_objects", Mode::Preload)?;
+    let library = target.shim_dir().join("libbdwgc_shim.so");
+    let mut command = target.command(&program, Some(&library));
+    command.env("BDWGC_SHIM_DEBUG", "1").env("GC_MARKERS", "2");
+    let outcome = run_with_timeout(command, DEFAULT_TIMEOUT * target.slowdown())?;
+    Ok(outcome
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("bdwgc-shim "))
+        .map(String::from)
+        .collect())
 }
 
 /// Reads `pipe` to its end on a thread of its own; the text arrives on the

@@ -11,7 +11,7 @@
 //! ([`NOT_UNDER_EMULATION`]), and two measurements the programs make
 //! themselves (`under_qemu_user` in tests/c/scenario.h).
 
-use bdwgc_shim_cli::scenarios::{all_scenarios, check_in_modes, Mode, Target};
+use bdwgc_shim_cli::scenarios::{all_scenarios, check_in_modes, debug_summary_lines, Mode, Target};
 
 /// The ways of use checked under emulation: without the shim (shared and
 /// static libgc), preloaded, and the archive linked in (shared and static
@@ -75,13 +75,22 @@ fn missing_tools() -> Option<String> {
     }
 }
 
-fn check_scenario(name: &str) {
+/// Whether to go on: false when skipped on purpose; panics when the
+/// tools are missing.
+fn tools_ready(name: &str) -> bool {
     if std::env::var_os("BDWGC_SHIM_SKIP_AARCH64").is_some() {
         eprintln!("{name}: skipped (BDWGC_SHIM_SKIP_AARCH64)");
-        return;
+        return false;
     }
     if let Some(why) = missing_tools() {
         panic!("{why}");
+    }
+    true
+}
+
+fn check_scenario(name: &str) {
+    if !tools_ready(name) {
+        return;
     }
     if let Some((_, why)) = NOT_UNDER_EMULATION.iter().find(|(n, _)| *n == name) {
         eprintln!("{name}: not run under emulation: {why}");
@@ -120,4 +129,19 @@ fn every_scenario_has_a_test() {
             s.name
         );
     }
+}
+
+/// BDWGC_SHIM_DEBUG=1 prints one summary line at exit, on aarch64 too.
+#[test]
+fn debug_summary_line() {
+    if !tools_ready("debug summary line") {
+        return;
+    }
+    let lines = debug_summary_lines(Target::Aarch64).unwrap();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains(": active=yes libgc=8.") && lines[0].contains(" mapped_kib="),
+        "{}",
+        lines[0]
+    );
 }

@@ -7,7 +7,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use bdwgc_shim_cli::scenarios::{
-    all_scenarios, check_in_modes, run_program, shim_dir, Mode, Scenario, Target,
+    all_scenarios, check_in_modes, debug_summary_lines, run_program, shim_dir, Mode, Scenario,
+    Target,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(90);
@@ -88,24 +89,8 @@ fn rust_std_threads() {
 /// BDWGC_SHIM_DEBUG=1 prints one summary line at exit.
 #[test]
 fn debug_summary_line() {
-    let scenario = all_scenarios()
-        .into_iter()
-        .find(|s| s.name == "keep-objects")
-        .unwrap();
-    let program = bdwgc_shim_cli::scenarios::build(scenario.program, Mode::Preload).unwrap();
-    let mut command = std::process::Command::new(program);
-    command
-        .env("LD_PRELOAD", shim_dir().join("libbdwgc_shim.so"))
-        .env("BDWGC_SHIM_DEBUG", "1")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let outcome = bdwgc_shim_cli::scenarios::run_with_timeout(command, TIMEOUT).unwrap();
-    let lines: Vec<&str> = outcome
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with("bdwgc-shim "))
-        .collect();
-    assert_eq!(lines.len(), 1, "{}", outcome.stderr);
+    let lines = debug_summary_lines(Target::Native).unwrap();
+    assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(
         lines[0].contains(": active=yes libgc=") && lines[0].contains(" threads_registered="),
         "{}",

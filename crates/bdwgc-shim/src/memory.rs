@@ -242,14 +242,13 @@ pub fn print_stats() {
 }
 
 /// `malloc_info`: the regions as glibc's XML on `stream`; options other
-/// than 0 are EINVAL, as with glibc.
+/// than 0 return EINVAL (the value, not -1 and errno), as glibc's do.
 ///
 /// # Safety
 /// `stream` must be an open `FILE` when `options` is 0.
 pub unsafe fn print_info(options: c_int, stream: *mut libc::FILE) -> c_int {
     if options != 0 {
-        crate::alloc::set_errno(libc::EINVAL);
-        return -1;
+        return libc::EINVAL;
     }
     if !init::is_serving() {
         return match real::malloc_info() {

@@ -41,5 +41,6 @@ scenario_tests! {
     setting_markers => "setting-markers",
     setting_init_conf => "setting-init-conf",
     rss_flat => "rss-flat",
+    malloc_report => "malloc-report",
     edge_inputs => "edge-inputs",
 }
