@@ -95,29 +95,35 @@ end
 
 # The same programs cross-built for 64-bit Arm and run under qemu-user, with
 # Debian's multiarch arm64 libraries under /. Needs gcc-aarch64-linux-gnu,
-# qemu-user, libc6:arm64, libgc-dev:arm64 and libevent-2.1-7:arm64 (never
-# libevent-dev:arm64: apt would remove crystal to install it), and Rust's
-# aarch64-unknown-linux-gnu target for the shim's archive.
+# qemu-user, libc6:arm64, libgc-dev:arm64, and the runtime libraries of
+# libevent (libevent-2.1-7:arm64, libevent-pthreads-2.1-7:arm64) and GLib
+# (libglib2.0-0:arm64), never libevent-dev:arm64 (apt would remove crystal
+# to install it); and Rust's aarch64-unknown-linux-gnu target for the shim's
+# archive (scripts/install-deps --all installs them all).
 module Aarch64Programs
   RUST_TARGET    = "aarch64-unknown-linux-gnu"
   CRYSTAL_TARGET = "aarch64-linux-gnu"
   CC             = "aarch64-linux-gnu-gcc"
   QEMU           = "qemu-aarch64"
   ARM64_LIBS     = "/usr/lib/aarch64-linux-gnu"
-  # libevent-dev:arm64 cannot be installed (see above): the runtime library
-  # is linked by its file name.
-  LIBEVENT = "libevent-2.1.so.7"
-  BUILD    = File.join(SpecPrograms::BUILD, "aarch64")
+  # Without their arm64 -dev packages (see above), the runtime libraries
+  # are linked by file name.
+  RUNTIME_LIBS = {
+    "-levent"          => "libevent-2.1.so.7",
+    "-levent_pthreads" => "libevent_pthreads-2.1.so.7",
+    "-lglib-2.0"       => "libglib-2.0.so.0",
+  }
+  BUILD = File.join(SpecPrograms::BUILD, "aarch64")
 
   @@shim_lib_dir : String?
   @@lib_dir : String?
-  @@objects = {} of {String, Bool} => Array(String)
+  @@objects = {} of {String, Bool, Bool} => Array(String)
 
   # Fails, or with BDWGC_SHIM_SKIP_AARCH64=1 marks the example pending,
   # when the cross toolchain or the arm64 libraries are not installed.
   def self.require_toolchain
     missing = [CC, QEMU].reject { |tool| Process.find_executable(tool) }
-    missing += ["libgc.so", "libgc.a", LIBEVENT].map { |name| File.join(ARM64_LIBS, name) }.reject { |path| File.exists?(path) }
+    missing += ["libgc.so", "libgc.a"].concat(RUNTIME_LIBS.values).map { |name| File.join(ARM64_LIBS, name) }.reject { |path| File.exists?(path) }
     return if missing.empty?
     pending!("aarch64: #{missing.join(", ")} missing (BDWGC_SHIM_SKIP_AARCH64=1)") if ENV["BDWGC_SHIM_SKIP_AARCH64"]? == "1"
     fail "the aarch64 specs need #{missing.join(", ")}: run `scripts/install-deps --all` as root " \
@@ -146,15 +152,15 @@ module Aarch64Programs
   end
 
   # Cross-compiles `program` once (the shared and the static libgc link the
-  # same object) and returns the link command crystal printed for it. GLib
-  # is left out: its arm64 library is not among those installed.
-  def self.link_command(program : String, with_shim : Bool) : Array(String)
-    @@objects[{program, with_shim}] ||= begin
+  # same object) and returns the link command crystal printed for it.
+  def self.link_command(program : String, with_shim : Bool, mt : Bool) : Array(String)
+    @@objects[{program, with_shim, mt}] ||= begin
       Dir.mkdir_p(BUILD)
-      output = File.join(BUILD, "#{program}-#{with_shim ? "with" : "without"}")
-      args = ["build", "--cross-compile", "--target", CRYSTAL_TARGET, "-Dwithout_glib",
+      output = File.join(BUILD, [program, with_shim ? "with" : "without", mt ? "mt" : nil].compact.join("-"))
+      args = ["build", "--cross-compile", "--target", CRYSTAL_TARGET,
               File.join(SpecPrograms::ROOT, "spec/programs/#{program}.cr"), "-o", output]
       args << "-Dwith_shim" if with_shim
+      args << "-Dpreview_mt" if mt
       env = with_shim ? {"BDWGC_SHIM_LIB_DIR" => shim_lib_dir} : {} of String => String
       printed = SpecPrograms.run!("crystal", args, env)
       line = printed.lines.find(&.starts_with?("cc ")) || raise "no link command in:\n#{printed}"
@@ -163,14 +169,17 @@ module Aarch64Programs
   end
 
   # Links the object with the cross compiler: crystal's link line, with the
-  # host's library folders left out and the arm64 libevent by file name.
-  def self.build(program : String, with_shim : Bool, static_gc : Bool) : String
-    exe = File.join(BUILD, [program, with_shim ? "with" : "without", static_gc ? "static-gc" : "shared-gc"].join("-"))
-    args = link_command(program, with_shim)[1..].reject(&.starts_with?("-L")).map do |arg|
-      case arg
-      when "-levent" then "-l:#{LIBEVENT}"
-      when "-lgc"    then static_gc ? File.join(ARM64_LIBS, "libgc.a") : arg
-      else                arg
+  # host's library folders left out and runtime libraries by file name.
+  def self.build(program : String, with_shim : Bool, static_gc : Bool, mt : Bool) : String
+    exe = File.join(BUILD, [program, with_shim ? "with" : "without", static_gc ? "static-gc" : "shared-gc",
+                            mt ? "mt" : nil].compact.join("-"))
+    args = link_command(program, with_shim, mt)[1..].reject(&.starts_with?("-L")).map do |arg|
+      if file = RUNTIME_LIBS[arg]?
+        "-l:#{file}"
+      elsif arg == "-lgc" && static_gc
+        File.join(ARM64_LIBS, "libgc.a")
+      else
+        arg
       end
     end
     args[args.index!("-o") + 1] = exe
@@ -179,17 +188,21 @@ module Aarch64Programs
     exe
   end
 
-  def self.run(exe : String) : SpecPrograms::Outcome
+  # Runs `exe` under the emulator. With the shim each program takes a
+  # second or two there; without it some hang rather than abort (preview_mt
+  # did, 1 run in 2), and a minute is enough to call that a failure.
+  def self.run(exe : String, workers : Int32) : SpecPrograms::Outcome
     output = IO::Memory.new
-    env = {"GC_MARKERS" => "2", "CRYSTAL_WORKERS" => "1"}
-    status = Process.run("timeout", ["-k", "5", "300", QEMU, "-L", "/", exe], env: env, output: output, error: output)
+    env = {"GC_MARKERS" => "2", "CRYSTAL_WORKERS" => workers.to_s}
+    status = Process.run("timeout", ["-k", "5", "60", QEMU, "-L", "/", exe], env: env, output: output, error: output)
     SpecPrograms::Outcome.new(status.exit_code, output.to_s)
   end
 
-  def self.check(program : String, static_gc : Bool)
+  def self.check(program : String, static_gc : Bool, mt = false)
     require_toolchain
-    outcome_without = run(build(program, false, static_gc))
-    outcome_with = run(build(program, true, static_gc))
+    workers = mt ? 4 : 1
+    outcome_without = run(build(program, false, static_gc, mt), workers)
+    outcome_with = run(build(program, true, static_gc, mt), workers)
     SpecPrograms.check_outcomes("#{program} (aarch64)", outcome_without, outcome_with)
   end
 end
@@ -241,19 +254,25 @@ describe BdwgcShim do
     SpecPrograms.check("thread_callbacks", static_gc: false, release: true)
   end
 
-  # fork_child is left out: qemu-user 7.2 aborts a forked child that starts
-  # a thread ("qemu_plugin_vcpu_init_hook: assertion failed") or hangs, with
-  # or without the shim. preview_mt is too: -Dpreview_mt links
-  # libevent_pthreads, whose arm64 library is not installed.
+  # The same programs on aarch64: cross-compiled, linked with Debian's cross
+  # gcc against the arm64 libgc and GLib, run under qemu-user.
   describe "on aarch64 under qemu-user" do
     {% for gc in [:shared, :static] %}
       describe "with the {{gc.id}} libgc" do
-        it "keeps Crystal objects that only C library memory refers to (repo library)" do
+        it "keeps Crystal objects that only C library memory refers to (repo library, GLib hash table)" do
           Aarch64Programs.check("keep_objects", static_gc: {{gc == :static}})
         end
 
-        it "runs callbacks on C library threads (repo library)" do
+        it "runs callbacks on C library threads (repo library, GLib thread pool)" do
           Aarch64Programs.check("thread_callbacks", static_gc: {{gc == :static}})
+        end
+
+        it "forks while a C library thread allocates; the child collects" do
+          Aarch64Programs.check("fork_child", static_gc: {{gc == :static}})
+        end
+
+        it "runs preview_mt fibers on 4 workers while a C library thread calls back" do
+          Aarch64Programs.check("preview_mt", static_gc: {{gc == :static}}, mt: true)
         end
       end
     {% end %}

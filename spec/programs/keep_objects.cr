@@ -8,10 +8,8 @@ STASH_ALLOCATORS = 9
 STASH_ALLOCATORS.times do |a|
   PER_KIND.times { |i| LibStash.keep(a, Tracked.new(a * 100_000 + i).as(Void*)) }
 end
-{% unless flag?(:without_glib) %}
-  table = LibGLib.hash_table_new(nil, nil)
-  PER_KIND.times { |i| LibGLib.hash_table_insert(table, Pointer(Void).new((i + 1).to_u64), Tracked.new(i).as(Void*)) }
-{% end %}
+table = LibGLib.hash_table_new(nil, nil)
+PER_KIND.times { |i| LibGLib.hash_table_insert(table, Pointer(Void).new((i + 1).to_u64), Tracked.new(i).as(Void*)) }
 
 collect_hard
 
@@ -19,10 +17,8 @@ lost = 0
 STASH_ALLOCATORS.times do |a|
   PER_KIND.times { |i| lost += 1 unless LibStash.get(a, i).as(Tracked).tag == a * 100_000 + i }
 end
-{% unless flag?(:without_glib) %}
-  PER_KIND.times do |i|
-    o = LibGLib.hash_table_lookup(table, Pointer(Void).new((i + 1).to_u64))
-    lost += 1 unless o && o.as(Tracked).tag == i
-  end
-{% end %}
+PER_KIND.times do |i|
+  o = LibGLib.hash_table_lookup(table, Pointer(Void).new((i + 1).to_u64))
+  lost += 1 unless o && o.as(Tracked).tag == i
+end
 finish(lost)

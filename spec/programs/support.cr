@@ -1,7 +1,5 @@
 # Shared by the spec programs: the shard when built with -Dwith_shim, the
 # repository's GC-unaware C library, GLib, and the closing lines the spec reads.
-# Built with -Dwithout_glib the programs leave GLib out: the aarch64 specs
-# cross-link against the arm64 libraries installed, and GLib's are not.
 {% if flag?(:with_shim) %}
   require "../../src/bdwgc_shim"
 {% end %}
@@ -14,17 +12,15 @@ lib LibStash
   fun wait = stash_wait(thread : Void*) : Void*
 end
 
-{% unless flag?(:without_glib) %}
-  @[Link("glib-2.0")]
-  lib LibGLib
-    fun hash_table_new = g_hash_table_new(hash : Void*, equal : Void*) : Void*
-    fun hash_table_insert = g_hash_table_insert(table : Void*, key : Void*, value : Void*) : Int32
-    fun hash_table_lookup = g_hash_table_lookup(table : Void*, key : Void*) : Void*
-    fun thread_pool_new = g_thread_pool_new(func : Void*, Void* -> Void, user_data : Void*, max_threads : Int32, exclusive : Int32, error : Void*) : Void*
-    fun thread_pool_push = g_thread_pool_push(pool : Void*, data : Void*, error : Void*) : Int32
-    fun thread_pool_free = g_thread_pool_free(pool : Void*, immediate : Int32, wait : Int32) : Void
-  end
-{% end %}
+@[Link("glib-2.0")]
+lib LibGLib
+  fun hash_table_new = g_hash_table_new(hash : Void*, equal : Void*) : Void*
+  fun hash_table_insert = g_hash_table_insert(table : Void*, key : Void*, value : Void*) : Int32
+  fun hash_table_lookup = g_hash_table_lookup(table : Void*, key : Void*) : Void*
+  fun thread_pool_new = g_thread_pool_new(func : Void*, Void* -> Void, user_data : Void*, max_threads : Int32, exclusive : Int32, error : Void*) : Void*
+  fun thread_pool_push = g_thread_pool_push(pool : Void*, data : Void*, error : Void*) : Int32
+  fun thread_pool_free = g_thread_pool_free(pool : Void*, immediate : Int32, wait : Int32) : Void
+end
 
 # An object whose loss shows: its tag is checked after collections.
 class Tracked

@@ -104,32 +104,7 @@ fn check_scenario(name: &str) {
     assert!(problems.is_empty(), "{}", problems.join("\n\n"));
 }
 
-/// One test per scenario, and the list that `every_scenario_has_a_test`
-/// holds against `all_scenarios()`.
-macro_rules! scenario_tests {
-    ($($test:ident => $name:literal,)*) => {
-        $(
-            #[test]
-            fn $test() {
-                check_scenario($name);
-            }
-        )*
-        const TESTED: &[&str] = &[$($name),*];
-    };
-}
-
 include!("common/scenario_list.rs");
-
-#[test]
-fn every_scenario_has_a_test() {
-    for s in all_scenarios() {
-        assert!(
-            TESTED.contains(&s.name.as_str()),
-            "scenario {} has no aarch64 test",
-            s.name
-        );
-    }
-}
 
 /// BDWGC_SHIM_DEBUG=1 prints one summary line at exit, on aarch64 too.
 #[test]

@@ -22,32 +22,7 @@ fn check_scenario(name: &str) {
     assert!(problems.is_empty(), "{}", problems.join("\n\n"));
 }
 
-/// One test per scenario, and the list that `every_scenario_has_a_test`
-/// holds against `all_scenarios()`.
-macro_rules! scenario_tests {
-    ($($test:ident => $name:literal,)*) => {
-        $(
-            #[test]
-            fn $test() {
-                check_scenario($name);
-            }
-        )*
-        const TESTED: &[&str] = &[$($name),*];
-    };
-}
-
 include!("common/scenario_list.rs");
-
-#[test]
-fn every_scenario_has_a_test() {
-    for s in all_scenarios() {
-        assert!(
-            TESTED.contains(&s.name.as_str()),
-            "scenario {} has no test",
-            s.name
-        );
-    }
-}
 
 /// Runs a Rust program built with the shim and its twin built without it:
 /// the first must pass with the shim active, the second must fail.

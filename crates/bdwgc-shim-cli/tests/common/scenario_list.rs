@@ -1,7 +1,20 @@
 // One test per scenario, for tests/scenarios.rs (this machine) and
-// tests/aarch64.rs (under qemu-user): each defines `scenario_tests!` and
-// includes this list; `every_scenario_has_a_test` holds it against
-// `all_scenarios()`.
+// tests/aarch64.rs (under qemu-user): each includes this file after
+// defining `check_scenario(name)`; `every_scenario_has_a_test` holds the
+// list against `all_scenarios()`.
+
+macro_rules! scenario_tests {
+    ($($test:ident => $name:literal,)*) => {
+        $(
+            #[test]
+            fn $test() {
+                check_scenario($name);
+            }
+        )*
+        const TESTED: &[&str] = &[$($name),*];
+    };
+}
+
 scenario_tests! {
     keep_objects => "keep-objects",
     keep_objects_incremental => "keep-objects-incremental",
@@ -43,4 +56,15 @@ scenario_tests! {
     rss_flat => "rss-flat",
     malloc_report => "malloc-report",
     edge_inputs => "edge-inputs",
+}
+
+#[test]
+fn every_scenario_has_a_test() {
+    for s in all_scenarios() {
+        assert!(
+            TESTED.contains(&s.name.as_str()),
+            "scenario {} has no test here",
+            s.name
+        );
+    }
 }
