@@ -387,6 +387,10 @@ impl FreeSpans {
     fn give_back(&mut self, index: usize) {
         self.free[index / 64] |= 1 << (index % 64);
     }
+
+    fn is_free(&self, index: usize) -> bool {
+        self.free[index / 64] & (1 << (index % 64)) != 0
+    }
 }
 
 pub fn lock_all_for_fork() {
@@ -443,19 +447,42 @@ fn release_span(index: usize) {
     // SAFETY: the span holds no allocated block and belongs to no class any
     // more; nothing reads it until it is handed out again.
     unsafe { address_space::discard(base + index * SPAN_SIZE, SPAN_SIZE) };
-    let live_map = LIVE_BIASED
-        .load(Ordering::Relaxed)
-        .wrapping_add((base + index * SPAN_SIZE) / GRANULE);
-    if address_space::page_size() <= GRANULES_PER_SPAN {
-        // The span's live bytes, all zero, fill whole pages of their own.
-        // SAFETY: as above; the pages read as zero when next touched.
-        unsafe { address_space::discard(live_map, GRANULES_PER_SPAN) };
-    }
+    let spans_per_page = (address_space::page_size() / GRANULES_PER_SPAN).max(1);
     POOL.with(|pool| {
         span_class_entry(base, index).store(0, Ordering::Release);
         pool.give_back(index);
+        // A span's live bytes (4 KiB) share a page with those of its
+        // neighbours when pages are larger (16 or 64 KiB on some aarch64
+        // kernels): the page goes back once none of them is in use. Under
+        // the pool's lock, which every span hand-out takes.
+        let used = SPANS_USED.load(Ordering::Relaxed);
+        let is_free = |span: usize| span >= used || pool.is_free(span);
+        if let Some(first) = idle_live_map_page(index, spans_per_page, is_free) {
+            let live_map = LIVE_BIASED
+                .load(Ordering::Relaxed)
+                .wrapping_add((base + first * SPAN_SIZE) / GRANULE);
+            // SAFETY: the live bytes of free spans only, all zero (their
+            // blocks are all free), whole pages: the map is page-aligned
+            // with the region, and a group starts at a multiple of the
+            // spans a page covers. They read as zero when next touched.
+            unsafe { address_space::discard(live_map, spans_per_page * GRANULES_PER_SPAN) };
+        }
     });
     SPANS_FREE.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The first span of the group whose live bytes share a page with span
+/// `index`'s (`spans_per_page` spans), when every span of the group is
+/// free.
+fn idle_live_map_page(
+    index: usize,
+    spans_per_page: usize,
+    is_free: impl Fn(usize) -> bool,
+) -> Option<usize> {
+    let first = index - index % spans_per_page;
+    (first..first + spans_per_page)
+        .all(is_free)
+        .then_some(first)
 }
 
 /// Purges what is due at `now` (everything free with `everything`): the
@@ -678,4 +705,38 @@ fn take_batch(list: &mut ClassList, size: usize, batch: u16) -> (*mut c_void, u1
         count += 1;
     }
     (head, count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::idle_live_map_page;
+
+    /// With 4 KiB pages a span's live bytes fill a page of their own; with
+    /// 16 and 64 KiB pages (aarch64) four and sixteen spans share one.
+    #[test]
+    fn a_live_map_page_goes_back_when_every_span_on_it_is_free() {
+        for page in [4usize << 10, 16 << 10, 64 << 10] {
+            let per_page = (page / super::GRANULES_PER_SPAN).max(1);
+            for index in [0, 1, 5, 17, 100] {
+                let first = index - index % per_page;
+                assert_eq!(idle_live_map_page(index, per_page, |_| true), Some(first));
+                // One neighbour (or the span itself, with 4 KiB pages) in use.
+                let busy = if per_page == 1 {
+                    index
+                } else {
+                    first + (index + 1 - first) % per_page
+                };
+                assert_eq!(
+                    idle_live_map_page(index, per_page, |s| s != busy),
+                    None,
+                    "page {page} index {index}"
+                );
+                // Spans of other groups do not matter.
+                assert_eq!(
+                    idle_live_map_page(index, per_page, |s| s >= first && s < first + per_page),
+                    Some(first)
+                );
+            }
+        }
+    }
 }
