@@ -3,8 +3,11 @@
  *
  * Linking or preloading libbdwgc_shim is all it takes; nothing here has to
  * be called. These functions let a program check that the shim is in place
- * (see README.md for the link lines). Active on Linux/glibc x86_64 and aarch64; on other
- * platforms the library defines only these functions and reports inactive. */
+ * (see README.md for the link lines; installed: pkg-config bdwgc-shim).
+ * Active on Linux/glibc x86_64 and aarch64; on other platforms the library
+ * defines only these functions and reports inactive.
+ *
+ * SPDX-License-Identifier: MIT */
 #ifndef BDWGC_SHIM_H
 #define BDWGC_SHIM_H
 

@@ -207,6 +207,25 @@ module Aarch64Programs
   end
 end
 
+# Programs that take the shard in the ways its README gives.
+module ShardApps
+  # A one-line program in a folder of its own, built as its README says.
+  def self.build(name : String, env = {} of String => String, &) : String
+    app = File.join(SpecPrograms::BUILD, name)
+    Dir.mkdir_p(app)
+    yield app
+    File.write(File.join(app, "main.cr"), <<-CRYSTAL)
+      require "bdwgc_shim"
+      puts BdwgcShim.active? ? "shim=active" : "shim=absent"
+      CRYSTAL
+    exe = File.join(app, "main")
+    output = IO::Memory.new
+    status = Process.run("crystal", ["build", "main.cr", "-o", exe], env: env, chdir: app, output: output, error: output)
+    fail "build failed:\n#{output}" unless status.success?
+    exe
+  end
+end
+
 describe BdwgcShim do
   it "reports itself active, with its version and counters" do
     BdwgcShim.active?.should be_true
@@ -235,18 +254,19 @@ describe BdwgcShim do
   {% end %}
 
   it "is used as a shard: the dependency in lib/ and one require line" do
-    app = File.join(SpecPrograms::BUILD, "app")
-    Dir.mkdir_p(File.join(app, "lib"))
-    link = File.join(app, "lib", "bdwgc_shim")
-    File.symlink(SpecPrograms::ROOT, link) unless File.exists?(link)
-    File.write(File.join(app, "main.cr"), <<-CRYSTAL)
-      require "bdwgc_shim"
-      puts BdwgcShim.active? ? "shim=active" : "shim=absent"
-      CRYSTAL
-    exe = File.join(app, "main")
-    output = IO::Memory.new
-    status = Process.run("crystal", ["build", "main.cr", "-o", exe], chdir: app, output: output, error: output)
-    fail "build failed:\n#{output}" unless status.success?
+    exe = ShardApps.build("app") do |app|
+      Dir.mkdir_p(File.join(app, "lib"))
+      link = File.join(app, "lib", "bdwgc_shim")
+      File.symlink(SpecPrograms::ROOT, link) unless File.exists?(link)
+    end
+    SpecPrograms.run(exe).output.should contain("shim=active")
+  end
+
+  # Debian's crystal comes without shards: CRYSTAL_PATH names the shard's
+  # src folder in front of the compiler's own path.
+  it "is used without shards: CRYSTAL_PATH names its src folder" do
+    path = "#{File.join(SpecPrograms::ROOT, "src")}:#{SpecPrograms.run!("crystal", ["env", "CRYSTAL_PATH"]).strip}"
+    exe = ShardApps.build("app-crystal-path", {"CRYSTAL_PATH" => path}) { }
     SpecPrograms.run(exe).output.should contain("shim=active")
   end
 

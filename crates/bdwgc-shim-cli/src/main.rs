@@ -40,7 +40,8 @@ enum Command {
     /// Report how a program links libgc and the shim.
     ///
     /// Exit status: 0 when the shim is linked in, 1 when it is not, 2 when
-    /// the file is not an ELF program or cannot be read.
+    /// the file is not an ELF program or cannot be read (with --json, that
+    /// error is printed as `{"path": ..., "error": ...}`).
     Check {
         /// The program to inspect.
         program: PathBuf,
@@ -75,7 +76,13 @@ fn check(program: &std::path::Path, json: bool) -> i32 {
     let report = match inspect(resolved.as_deref().unwrap_or(program)) {
         Ok(r) => r,
         Err(e @ (InspectError::Unreadable(_) | InspectError::NotElf(_))) => {
-            eprintln!("bdwgc-shim check: {e}");
+            if json {
+                // A script reading the report reads the error the same way.
+                let error = serde_json::json!({ "path": program, "error": e.to_string() });
+                println!("{error:#}");
+            } else {
+                eprintln!("bdwgc-shim check: {e}");
+            }
             return 2;
         }
     };

@@ -20,7 +20,7 @@ pub fn resolve(program: &OsStr) -> Option<PathBuf> {
 }
 
 /// The shared shim: `BDWGC_SHIM_SO`, or next to this command (as cargo
-/// builds them), or in `../lib` beside it (as installed).
+/// builds them), or in `../lib` beside it (as `scripts/install` puts them).
 pub fn find_shim_library() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("BDWGC_SHIM_SO") {
         return Some(PathBuf::from(path));
@@ -30,6 +30,7 @@ pub fn find_shim_library() -> Option<PathBuf> {
     [
         dir.join("libbdwgc_shim.so"),
         dir.join("../lib/libbdwgc_shim.so"),
+        dir.join("../lib/libbdwgc_shim.so.0"),
     ]
     .into_iter()
     .find(|p| p.is_file())
@@ -66,8 +67,9 @@ pub fn run(debug: bool, command: &[OsString]) -> i32 {
         }
         let Some(library) = find_shim_library() else {
             return refuse(
-                "cannot find libbdwgc_shim.so next to this command; build it with \
-                 `cargo build --release`, or set BDWGC_SHIM_SO"
+                "cannot find libbdwgc_shim.so next to this command or in ../lib; build \
+                 it with `cargo build --release`, install it with scripts/install, or \
+                 name it with BDWGC_SHIM_SO"
                     .into(),
             );
         };

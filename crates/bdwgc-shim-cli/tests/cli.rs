@@ -59,7 +59,9 @@ fn static_executable() -> String {
 }
 
 fn build_static_executable() -> String {
-    let out = repo_root().join("target/scenarios/fully-static-edge-inputs");
+    let dir = repo_root().join("target/scenarios");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("fully-static-edge-inputs");
     let c = repo_root().join("tests/c");
     let status = Command::new("cc")
         .args(["-static", "-O2"])
@@ -140,6 +142,13 @@ fn check_a_static_executable_a_text_file_and_a_missing_file() {
         let err = text(&out.stderr);
         assert_eq!(err.lines().count(), 1, "{err}");
         assert!(err.starts_with("bdwgc-shim check: "), "{err}");
+
+        // With --json the error is JSON on stdout, for scripts.
+        let out = run_cli(&["check", "--json", path]);
+        assert_eq!(out.status.code(), Some(2));
+        let report = json(&out);
+        assert_eq!(report["path"], path, "{report}");
+        assert!(report["error"].as_str().is_some_and(|e| !e.is_empty()), "{report}");
     }
 }
 

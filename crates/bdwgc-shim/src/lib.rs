@@ -25,6 +25,13 @@
 //! use bdwgc_shim as _;
 //! ```
 //!
+//! The crate links libgc into the program (the shared `libgc.so`, found with
+//! pkg-config's `bdw-gc`), so calling libgc through `extern "C"`
+//! declarations needs no build script. The `static-libgc` feature (or
+//! `BDWGC_SHIM_LIBGC_STATIC=1`) links the static `libgc.a` instead;
+//! `default-features = false` links none, for programs that get libgc
+//! elsewhere (bdwgc-alloc builds its own).
+//!
 //! With [`bdwgc-alloc`](https://crates.io/crates/bdwgc-alloc) as the
 //! `#[global_allocator]`, threads no longer call
 //! `Allocator::register_current_thread()`: the shim has registered them

@@ -55,7 +55,9 @@ pub fn mapping_range(line: &[u8]) -> Option<(usize, usize)> {
 /// the line is that field.
 pub fn kib_field(line: &[u8], name: &[u8]) -> Option<usize> {
     let rest = line.strip_prefix(name)?.strip_prefix(b":")?;
-    let digits = rest.trim_ascii_start();
+    // (`trim_ascii_start` needs Rust 1.80; the crate supports 1.77.)
+    let spaces = rest.iter().take_while(|b| b.is_ascii_whitespace()).count();
+    let digits = &rest[spaces..];
     let len = digits.iter().take_while(|b| b.is_ascii_digit()).count();
     if len == 0 || len > 15 {
         return None;
