@@ -198,6 +198,14 @@ fn main() {
         "churn 4 KiB-1 MiB",
         work.medians(&["large", "1"], 0),
     );
+    for threads in [1, 2] {
+        let t = threads.to_string();
+        row(
+            &mut time_rows,
+            &format!("aligned 32 B-4 KiB, {threads} thr"),
+            work.medians(&["aligned", &t], 0),
+        );
+    }
     row(
         &mut time_rows,
         "burst 512 MiB + trim",

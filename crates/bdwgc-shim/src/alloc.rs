@@ -6,10 +6,12 @@
 //! - blocks up to 1024 bytes: the shim's small-block region
 //!   ([`crate::small`]), known by a range check;
 //! - blocks up to 256 MiB: the shim's large-block region ([`crate::large`]),
-//!   known the same way;
-//! - larger or aligned blocks: `GC_malloc_uncollectable`, known by `GC_base`
-//!   (no lock, any address), which also maps an aligned pointer inside a
-//!   larger object back to that object, so aligned blocks need no header;
+//!   known the same way; aligned blocks (up to 2 MiB alignment) come from
+//!   either, from a class whose block size is a multiple of the alignment;
+//! - larger blocks and what the regions cannot serve:
+//!   `GC_malloc_uncollectable`, known by `GC_base` (no lock, any address),
+//!   which also maps an aligned pointer inside a larger object back to that
+//!   object, so aligned blocks need no header;
 //! - everything else is glibc's: handed out before the collector was set up,
 //!   or during a fallback, and given back to glibc.
 //!
@@ -142,18 +144,24 @@ pub fn flush_own_cache() {
     }
 }
 
+/// A block of the small region's `class`, from this thread's cache or
+/// refilled into it; null when the region is used up (or could not be
+/// placed or grow).
+fn region_small(me: &ThreadState, class: usize, contents: Contents) -> *mut c_void {
+    let mut block = me.cache.allocate(class);
+    if block.is_null() {
+        // Now and then (a refill), make sure a thread the program
+        // registered itself has not been unregistered since.
+        threads::recheck_registration(me);
+        block = me.cache.allocate_or_refill(class);
+    }
+    hand_out_small(me, block, class, contents)
+}
+
 fn collector_malloc(me: &ThreadState, size: usize, contents: Contents) -> *mut c_void {
     release_deferred_frees();
     if size <= MAX_SMALL {
-        let class = small::class_of(size);
-        let mut block = me.cache.allocate(class);
-        if block.is_null() {
-            // Now and then (a refill), make sure a thread the program
-            // registered itself has not been unregistered since.
-            threads::recheck_registration(me);
-            block = me.cache.allocate_or_refill(class);
-        }
-        let p = hand_out_small(me, block, class, contents);
+        let p = region_small(me, small::class_of(size), contents);
         if !p.is_null() {
             return p;
         }
@@ -200,8 +208,42 @@ fn libgc_malloc(me: &ThreadState, size: usize) -> *mut c_void {
     p
 }
 
+/// A region block that starts at a multiple of `align` (a power of two
+/// above 16), or null when the regions cannot serve it. No header and no
+/// search: every block of a class whose size is a multiple of `align` is
+/// aligned, since the spans of both regions start at multiples of 64 KiB
+/// (small) or 2 MiB (large, the regions' alignment). So the block is freed,
+/// reallocated and measured like any other, by its start.
+fn region_aligned(me: &ThreadState, align: usize, size: usize) -> *mut c_void {
+    if align > address_space::REGION_ALIGN {
+        return ptr::null_mut();
+    }
+    release_deferred_frees();
+    let Some(rounded) = size.max(1).checked_next_multiple_of(align) else {
+        return ptr::null_mut();
+    };
+    if rounded <= MAX_SMALL {
+        // A class's size is its request rounded to 16: `rounded` exactly.
+        return region_small(me, small::class_of(rounded), Contents::Any);
+    }
+    if size > MAX_LARGE {
+        return ptr::null_mut();
+    }
+    let Some(class) = large::aligned_class(size.max(MAX_SMALL + 1), align) else {
+        return ptr::null_mut();
+    };
+    match large::allocate(class) {
+        Some((p, _)) => {
+            stats::count_routed(me);
+            p
+        }
+        None => ptr::null_mut(),
+    }
+}
+
 /// Collector memory whose start is aligned to `align` (a power of two above
-/// 16): an object `align - 16` bytes larger, and a pointer into it.
+/// 16), for what the regions cannot serve: an object `align - 16` bytes
+/// larger, and a pointer into it.
 fn collector_aligned(me: &ThreadState, align: usize, size: usize) -> *mut c_void {
     let Some(total) = size.max(1).checked_add(align - MALLOC_ALIGNMENT) else {
         set_errno(libc::ENOMEM);
@@ -523,8 +565,15 @@ fn aligned(align: usize, size: usize) -> *mut c_void {
         return ptr::null_mut();
     }
     let me = tls::current();
-    if use_collector(me) && registered(me) {
-        return collector_aligned(me, align, size);
+    if use_collector(me) {
+        let p = region_aligned(me, align, size);
+        debug_assert!(p as usize % align == 0);
+        if !p.is_null() {
+            return p;
+        }
+        if registered(me) {
+            return collector_aligned(me, align, size);
+        }
     }
     libc_counted();
     // SAFETY: `align` is a power of two, as glibc requires.

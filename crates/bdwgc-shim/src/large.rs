@@ -130,6 +130,17 @@ pub fn block_size(class: usize) -> usize {
     (1 << log) + (((class % 4) + 1) << (log - 2))
 }
 
+/// The smallest class for `size` bytes (`MAX_SMALL < size <= MAX_LARGE`)
+/// whose blocks all start at multiples of `align`, a power of two up to
+/// the region's alignment: spans start at unit boundaries, which that
+/// alignment makes multiples of `align`, and blocks at multiples of their
+/// size. A block size is 5, 6, 7 or 8 quarters of a power of two, so the
+/// class found is at most twice the size (4,097 bytes at 4 KiB: 8 KiB).
+pub fn aligned_class(size: usize, align: usize) -> Option<usize> {
+    debug_assert!(align.is_power_of_two() && align <= address_space::REGION_ALIGN);
+    (class_of(size)..CLASSES).find(|&class| block_size(class) % align == 0)
+}
+
 fn span_units(class: usize) -> usize {
     block_size(class).div_ceil(UNIT)
 }
@@ -650,6 +661,30 @@ mod tests {
         for class in 0..CLASSES {
             assert!(blocks_per_span(class) >= 1);
             assert!(blocks_per_span(class) <= MAX_BLOCKS_PER_SPAN);
+        }
+    }
+
+    /// Aligned blocks: a class whose size is a multiple of the alignment
+    /// for every alignment the regions serve, at most twice the size (or
+    /// the alignment) asked for; every block of a span then starts aligned.
+    #[test]
+    fn aligned_classes_exist_for_every_alignment_up_to_the_regions() {
+        let mut align = 32;
+        while align <= address_space::REGION_ALIGN {
+            let mut size = MAX_SMALL + 1;
+            while size <= MAX_LARGE {
+                let class = aligned_class(size, align).expect("a class");
+                let block = block_size(class);
+                assert!(block >= size && block % align == 0, "{size} at {align}");
+                assert!(block <= 2 * size.max(align), "{size} at {align}: {block}");
+                // Spans start at unit boundaries, aligned with the region.
+                assert_eq!(UNIT % align.min(UNIT), 0);
+                for index in 0..blocks_per_span(class) {
+                    assert_eq!((index * block) % align, 0);
+                }
+                size += 1 + size / 13;
+            }
+            align *= 2;
         }
     }
 

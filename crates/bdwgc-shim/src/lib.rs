@@ -61,8 +61,9 @@
 //! second region. The collector scans the live blocks of both (a live byte
 //! or bit per block, read from libgc's root-pushing hook and a mark
 //! procedure), never freed ones, so freed blocks are not cleared: a reused
-//! block holds its last owner's bytes, as with glibc. Larger and
-//! over-aligned blocks take libgc's allocation lock. The regions (4 GiB and
+//! block holds its last owner's bytes, as with glibc. Aligned blocks (up
+//! to 2 MiB alignment) come from the regions too; larger blocks and
+//! alignments take libgc's allocation lock. The regions (4 GiB and
 //! 64 GiB) reserve nothing: they map their address space as they grow, so
 //! `RLIMIT_AS` applies to them like to any mapping. A span whose blocks
 //! are all free goes back to the system after a delay
