@@ -214,14 +214,51 @@ pub fn remap(start: usize, len: usize) -> bool {
     map_fixed(start, len)
 }
 
-/// The start of the region at `base` (of `size` bytes) and the offset of
-/// `p` in it, or `None` when `p` lies outside it (or the region was never
-/// placed).
-#[inline(always)]
-pub fn offset_in(base: &AtomicUsize, size: usize, p: *mut c_void) -> Option<(usize, usize)> {
-    let base = base.load(Ordering::Relaxed);
-    let offset = (p as usize).wrapping_sub(base);
-    (base != 0 && offset < size).then_some((base, offset))
+/// A region's start address, published once the region is placed.
+///
+/// Unplaced, it holds an address in the upper half of the address space,
+/// where no user pointer lies (the kernel's half on x86_64 and aarch64), so
+/// that `free`'s range check is one subtraction and one comparison, with no
+/// separate test of whether the region exists.
+pub struct RegionBase(AtomicUsize);
+
+const UNPLACED: usize = 1 << 63;
+
+impl RegionBase {
+    pub const fn unplaced() -> Self {
+        Self(AtomicUsize::new(UNPLACED))
+    }
+
+    /// Publishes the region's start, once its tables are ready.
+    pub fn publish(&self, base: usize) {
+        debug_assert!(base != 0 && base < UNPLACED);
+        self.0.store(base, Ordering::Release);
+    }
+
+    /// The region's start, once it is placed.
+    #[inline]
+    pub fn get(&self) -> Option<usize> {
+        let base = self.0.load(Ordering::Acquire);
+        (base != UNPLACED).then_some(base)
+    }
+
+    /// The start of a region the caller knows is placed (it holds a block
+    /// or a span of it).
+    #[inline(always)]
+    pub fn placed(&self) -> usize {
+        let base = self.0.load(Ordering::Relaxed);
+        debug_assert!(base != UNPLACED);
+        base
+    }
+
+    /// The region's start and the offset of `p` in it, or `None` when `p`
+    /// lies outside its `size` bytes (or the region was never placed).
+    #[inline(always)]
+    pub fn offset_of(&self, size: usize, p: *mut c_void) -> Option<(usize, usize)> {
+        let base = self.0.load(Ordering::Relaxed);
+        let offset = (p as usize).wrapping_sub(base);
+        (offset < size).then_some((base, offset))
+    }
 }
 
 /// Mappings at or above this address are the kernel's (x86_64's

@@ -27,7 +27,7 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 use crate::large::{self, MAX_LARGE};
 use crate::small::{self, MAX_SMALL};
 use crate::sys::{gc, glibc};
-use crate::tls::{self, ThreadState, MODE_COLLECTOR, MODE_PENDING};
+use crate::tls::{self, ThreadState, MODE_COLLECTOR};
 use crate::{address_space, init, real, stats, threads};
 
 /// glibc's malloc alignment on 64-bit targets; libgc's granule is the same.
@@ -97,11 +97,9 @@ enum Contents {
 /// slow path must decide.
 #[inline(always)]
 fn cached_small_block(me: &ThreadState, size: usize, contents: Contents) -> *mut c_void {
-    if size > MAX_SMALL
-        || me.mode.get() != MODE_COLLECTOR
-        || me.bypass.get() != 0
-        || !DEFERRED_FREES.load(Ordering::Relaxed).is_null()
-    {
+    // Sizes 1..=MAX_SMALL (malloc(0) takes the slow path). Deferred frees
+    // wait for a slow path or the 256th allocation (stats::count_routed).
+    if size.wrapping_sub(1) >= MAX_SMALL || !me.may_allocate_fast() {
         return ptr::null_mut();
     }
     let class = small::class_of(size);
@@ -132,7 +130,7 @@ fn hand_out_small(
 /// cache), registered or pending, and is not inside libgc.
 #[inline(always)]
 fn small_cache_usable(me: &ThreadState) -> bool {
-    matches!(me.mode.get(), MODE_COLLECTOR | MODE_PENDING) && me.bypass.get() == 0
+    me.may_free_fast()
 }
 
 /// Gives the free blocks this thread's cache holds back to their spans
@@ -159,7 +157,7 @@ fn region_small(me: &ThreadState, class: usize, contents: Contents) -> *mut c_vo
 }
 
 fn collector_malloc(me: &ThreadState, size: usize, contents: Contents) -> *mut c_void {
-    release_deferred_frees();
+    release_deferred_frees_now();
     if size <= MAX_SMALL {
         let p = region_small(me, small::class_of(size), contents);
         if !p.is_null() {
@@ -218,7 +216,7 @@ fn region_aligned(me: &ThreadState, align: usize, size: usize) -> *mut c_void {
     if align > address_space::REGION_ALIGN {
         return ptr::null_mut();
     }
-    release_deferred_frees();
+    release_deferred_frees_now();
     let Some(rounded) = size.max(1).checked_next_multiple_of(align) else {
         return ptr::null_mut();
     };
@@ -255,7 +253,7 @@ fn collector_aligned(me: &ThreadState, align: usize, size: usize) -> *mut c_void
     }
     // Straight from libgc: region blocks must be freed at their start, and
     // an aligned pointer may sit inside the block.
-    release_deferred_frees();
+    release_deferred_frees_now();
     let base = libgc_malloc(me, total);
     if base.is_null() {
         return base;
@@ -268,7 +266,7 @@ fn collector_aligned(me: &ThreadState, align: usize, size: usize) -> *mut c_void
 
 fn free_collector_block(me: &ThreadState, base: *mut c_void) {
     if can_call_collector(me) {
-        release_deferred_frees();
+        release_deferred_frees_now();
         // SAFETY: `base` came from GC_base for memory the caller frees once.
         unsafe { gc::free(base) };
     } else {
@@ -309,8 +307,17 @@ unsafe fn free_small(me: &ThreadState, p: *mut c_void, class: usize) {
     }
 }
 
+/// Frees what was deferred, when this thread may call libgc (the periodic
+/// work of [`stats::count_routed`]).
+pub fn release_deferred_frees(me: &ThreadState) {
+    if can_call_collector(me) {
+        release_deferred_frees_now();
+    }
+}
+
+/// Frees what was deferred; the caller may call libgc.
 #[inline(always)]
-fn release_deferred_frees() {
+fn release_deferred_frees_now() {
     if DEFERRED_FREES.load(Ordering::Relaxed).is_null() {
         return;
     }

@@ -36,7 +36,7 @@ use core::ffi::c_void;
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
-use crate::address_space::{self, GrowingRange, Placement};
+use crate::address_space::{self, GrowingRange, Placement, RegionBase};
 use crate::central::{ClassList, SpanState};
 use crate::purge;
 use crate::scan::Ranges;
@@ -62,7 +62,7 @@ const CONTINUATION: u8 = u8::MAX;
 
 /// The region's start (0 until it is placed); before it, a byte per unit
 /// ([`unit_class`]).
-static REGION_BASE: AtomicUsize = AtomicUsize::new(0);
+static REGION_BASE: RegionBase = RegionBase::unplaced();
 /// The region's address space, mapped a unit at a time.
 static REGION: GrowingRange = GrowingRange::new(REGION_SIZE, UNIT);
 /// Units handed out so far (mapped, except those purged since).
@@ -164,14 +164,14 @@ pub fn place_region(placement: &mut Placement) {
     REGION.place(base);
     SPANS_RANGE.place(spans);
     SPANS.store(spans as *mut SpanInfo, Ordering::Release);
-    REGION_BASE.store(base, Ordering::Release);
+    REGION_BASE.publish(base);
 }
 
 /// The class of the large block that starts at `p`, or `None` when `p` is
 /// not the start of a block of the region.
 #[inline(always)]
 pub fn class_of_block(p: *mut c_void) -> Option<usize> {
-    let (base, offset) = address_space::offset_in(&REGION_BASE, REGION_SIZE, p)?;
+    let (base, offset) = REGION_BASE.offset_of(REGION_SIZE, p)?;
     let class = span_class(unit_class(base, offset >> UNIT_SHIFT))?;
     ((offset & (UNIT - 1)) % block_size(class) == 0).then_some(class)
 }
@@ -188,7 +188,7 @@ fn span_class(entry: &AtomicU8) -> Option<usize> {
 
 /// Where the block at `p` sits: its span's first unit and its index there.
 fn position(p: usize, class: usize) -> (usize, usize) {
-    let offset = p - REGION_BASE.load(Ordering::Relaxed);
+    let offset = p - REGION_BASE.placed();
     let unit = offset >> UNIT_SHIFT;
     (unit, (offset & (UNIT - 1)) / block_size(class))
 }
@@ -300,7 +300,7 @@ impl FreeUnits {
             while end < below && self.is_unmapped(end) {
                 end += 1;
             }
-            let base = REGION_BASE.load(Ordering::Relaxed);
+            let base = REGION_BASE.placed();
             if !address_space::remap(base + unit * UNIT, (end - unit) * UNIT) {
                 return None;
             }
@@ -376,7 +376,7 @@ pub fn mapped_ranges() -> [(usize, usize); 2] {
 /// Bytes the region holds free: kept units, and free blocks of spans that
 /// are in use (with what their classes have left to carve).
 pub fn free_bytes() -> usize {
-    if REGION_BASE.load(Ordering::Acquire) == 0 {
+    if REGION_BASE.get().is_none() {
         return 0;
     }
     let mut free = POOL.with(|units| units.kept_units) * UNIT;
@@ -411,10 +411,7 @@ fn set_unit_classes(base: usize, units: core::ops::Range<usize>, entry: u8) {
 /// fits (or new units); returns its first unit and whether its pages are
 /// all zero.
 fn claim_span(class: usize) -> Option<(usize, bool)> {
-    let base = REGION_BASE.load(Ordering::Acquire);
-    if base == 0 {
-        return None;
-    }
+    let base = REGION_BASE.get()?;
     let units = span_units(class);
     POOL.with(|free_units| {
         let used = UNITS_USED.load(Ordering::Relaxed);
@@ -433,7 +430,7 @@ fn claim_span(class: usize) -> Option<(usize, bool)> {
 /// block and belongs to no class list any more, back to the pool: unmapped
 /// when `unmap`, otherwise with their pages kept.
 fn release_units(head: usize, units: usize, unmap: bool) {
-    let base = REGION_BASE.load(Ordering::Relaxed);
+    let base = REGION_BASE.placed();
     if unmap {
         // Outside the lock: dropping many pages takes a while. The units are
         // not free yet, so nothing else can take them meanwhile.
@@ -477,7 +474,7 @@ pub unsafe fn grow_in_place(p: *mut c_void, class: usize, size: usize) -> bool {
         if free_units.take(from, to, used).is_none() {
             return false;
         }
-        let base = REGION_BASE.load(Ordering::Relaxed);
+        let base = REGION_BASE.placed();
         set_unit_classes(base, from..to, CONTINUATION);
         // The collector's hook sees the old size or the new one; both lie in
         // mapped memory of this block. The new part may hold what a freed
@@ -495,7 +492,7 @@ pub fn allocate(class: usize) -> Option<(*mut c_void, bool)> {
     let size = block_size(class);
     if blocks_per_span(class) == 1 {
         let (head, zeroed) = claim_span(class)?;
-        let p = REGION_BASE.load(Ordering::Relaxed) + head * UNIT;
+        let p = REGION_BASE.placed() + head * UNIT;
         set_live(p, class, true);
         LIVE_BYTES.fetch_add(size, Ordering::Relaxed);
         return Some((p as *mut c_void, zeroed));
@@ -512,7 +509,7 @@ pub fn allocate(class: usize) -> Option<(*mut c_void, bool)> {
         Some(block) => block,
         None => {
             let (head, zeroed) = claim_span(class)?;
-            let start = REGION_BASE.load(Ordering::Relaxed) + head * UNIT;
+            let start = REGION_BASE.placed() + head * UNIT;
             let end = start + blocks_per_span(class) * size;
             CLASS_LISTS[class].with(|list| {
                 list.start_carving(head, start, end, zeroed);
@@ -565,7 +562,7 @@ pub unsafe fn free(p: *mut c_void, class: usize) {
 /// pages of the others), then kept units. Returns whether anything
 /// was given back.
 pub fn purge(now: u32, everything: bool) -> bool {
-    if REGION_BASE.load(Ordering::Acquire) == 0 {
+    if REGION_BASE.get().is_none() {
         return false;
     }
     let mut released = false;
@@ -588,7 +585,7 @@ pub fn purge(now: u32, everything: bool) -> bool {
             }
         }
         if everything {
-            let base = REGION_BASE.load(Ordering::Relaxed);
+            let base = REGION_BASE.placed();
             let page = address_space::page_size();
             list.with(|list| {
                 let start_of = |unit| base + unit * UNIT;
@@ -616,10 +613,9 @@ pub fn purge(now: u32, everything: bool) -> bool {
 /// Hands every live block to the collector (from its push hook, with the
 /// world stopped). Adjacent live blocks make one range.
 pub fn push_live_blocks(ranges: &mut Ranges) {
-    let base = REGION_BASE.load(Ordering::Acquire);
-    if base == 0 {
+    let Some(base) = REGION_BASE.get() else {
         return;
-    }
+    };
     let used = UNITS_USED.load(Ordering::Acquire);
     for unit in 0..used {
         let Some(class) = span_class(unit_class(base, unit)) else {

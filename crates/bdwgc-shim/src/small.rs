@@ -32,7 +32,7 @@ use core::ffi::c_void;
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering};
 
-use crate::address_space::{self, GrowingRange, Placement};
+use crate::address_space::{self, GrowingRange, Placement, RegionBase};
 use crate::central::{ClassList, SpanState};
 use crate::purge;
 use crate::spin::SpinLocked;
@@ -83,7 +83,7 @@ fn batch(class: usize) -> u16 {
 /// The region's start (0 until it is placed and its map too); before it, a
 /// byte per span: the span's class plus one (0: not in use), read through
 /// [`span_class_entry`].
-static REGION_BASE: AtomicUsize = AtomicUsize::new(0);
+static REGION_BASE: RegionBase = RegionBase::unplaced();
 /// The region's address space, mapped 2 MiB at a time as spans are handed
 /// out.
 static REGION: GrowingRange = GrowingRange::new(REGION_SIZE, 2 << 20);
@@ -134,7 +134,7 @@ pub fn place_region(placement: &mut Placement) {
     SPAN_STATES_RANGE.place(states);
     SPAN_STATES.store(states as *mut SpanState, Ordering::Release);
     LIVE_BIASED.store(map.wrapping_sub(base / GRANULE), Ordering::Release);
-    REGION_BASE.store(base, Ordering::Release);
+    REGION_BASE.publish(base);
 }
 
 /// Bytes of address space the region and its tables have mapped.
@@ -160,7 +160,7 @@ fn span_state(index: usize) -> &'static SpanState {
 
 /// The index of the span that holds the region block `p`.
 fn span_index(p: *mut c_void) -> usize {
-    (p as usize - REGION_BASE.load(Ordering::Relaxed)) >> SPAN_SHIFT
+    (p as usize - REGION_BASE.placed()) >> SPAN_SHIFT
 }
 
 /// The live byte of the region block at `p`.
@@ -192,7 +192,7 @@ pub fn used_bytes() -> usize {
 
 /// Bytes of the classes' spans that are free and not in a thread's cache.
 pub fn free_bytes() -> usize {
-    if REGION_BASE.load(Ordering::Acquire) == 0 {
+    if REGION_BASE.get().is_none() {
         return 0;
     }
     CLASS_LISTS
@@ -221,10 +221,7 @@ pub fn for_each_live_range(
     from: usize,
     mut push: impl FnMut(usize, usize) -> bool,
 ) -> Option<usize> {
-    let base = REGION_BASE.load(Ordering::Acquire);
-    if base == 0 {
-        return None;
-    }
+    let base = REGION_BASE.get()?;
     let map = LIVE_BIASED
         .load(Ordering::Acquire)
         .wrapping_add(base / GRANULE) as *const u64;
@@ -286,7 +283,7 @@ pub fn for_each_live_range(
 /// region.
 #[inline(always)]
 pub fn class_of_block(p: *mut c_void) -> Option<usize> {
-    let (base, offset) = address_space::offset_in(&REGION_BASE, REGION_SIZE, p)?;
+    let (base, offset) = REGION_BASE.offset_of(REGION_SIZE, p)?;
     span_class(span_class_entry(base, offset >> SPAN_SHIFT))
 }
 
@@ -411,10 +408,7 @@ pub fn unlock_all_after_fork() {
 /// mapping the region's address space (and its tables') as far as needed;
 /// returns its index.
 fn new_span(class: usize) -> Option<usize> {
-    let base = REGION_BASE.load(Ordering::Acquire);
-    if base == 0 {
-        return None;
-    }
+    let base = REGION_BASE.get()?;
     POOL.with(|pool| {
         let used = SPANS_USED.load(Ordering::Relaxed);
         let index = match pool.take_lowest(used) {
@@ -443,7 +437,7 @@ fn new_span(class: usize) -> Option<usize> {
 /// Gives the span `index`, taken out of its class wholly free, back to the
 /// kernel and to the pool.
 fn release_span(index: usize) {
-    let base = REGION_BASE.load(Ordering::Relaxed);
+    let base = REGION_BASE.placed();
     // SAFETY: the span holds no allocated block and belongs to no class any
     // more; nothing reads it until it is handed out again.
     unsafe { address_space::discard(base + index * SPAN_SIZE, SPAN_SIZE) };
@@ -489,10 +483,9 @@ fn idle_live_map_page(
 /// classes' wholly free spans, and with `everything` also the whole free
 /// pages of the others. Returns whether anything was given back.
 pub fn purge(now: u32, everything: bool) -> bool {
-    if REGION_BASE.load(Ordering::Acquire) == 0 {
+    let Some(base) = REGION_BASE.get() else {
         return false;
-    }
-    let base = REGION_BASE.load(Ordering::Relaxed);
+    };
     let page = address_space::page_size();
     let mut released = false;
     for (class, list) in CLASS_LISTS.iter().enumerate() {
@@ -528,10 +521,17 @@ pub fn purge(now: u32, everything: bool) -> bool {
 
 /// One thread's free blocks per class, linked through each block's first
 /// word.
+///
+/// `room` counts down to the moment half the blocks go back (the class's
+/// [`thread_limit`] less the blocks cached), so that `free` tests one
+/// counter against zero rather than a count against a per-class limit. The
+/// zeroed state of a new thread has no room anywhere: its first free (or
+/// refill) takes the slow path, which sets the limits (`ready`).
 #[repr(C)]
 pub struct ThreadCache {
     heads: [Cell<*mut c_void>; CLASSES],
-    counts: [Cell<u16>; CLASSES],
+    room: [Cell<u16>; CLASSES],
+    ready: Cell<bool>,
 }
 
 impl ThreadCache {
@@ -546,7 +546,7 @@ impl ThreadCache {
         // SAFETY: `head` is a free block of this cache; its first word links
         // to the next.
         self.heads[class].set(unsafe { head.cast::<*mut c_void>().read() });
-        self.counts[class].set(self.counts[class].get() - 1);
+        self.room[class].set(self.room[class].get() + 1);
         set_live(head, true);
         head
     }
@@ -573,11 +573,34 @@ impl ThreadCache {
         // becomes the list link.
         unsafe { p.cast::<*mut c_void>().write(self.heads[class].get()) };
         self.heads[class].set(p);
-        let count = self.counts[class].get() + 1;
-        self.counts[class].set(count);
-        if count >= thread_limit(class) {
-            self.give_back(class, batch(class));
+        // Room 1 (the cache is now full) or 0 (not ready): the slow path.
+        let room = self.room[class].get().wrapping_sub(1);
+        self.room[class].set(room);
+        if room as i16 <= 0 {
+            self.full_or_new(class);
         }
+    }
+
+    /// After a free that filled `class`'s cache, or the first free of a
+    /// new thread: half the blocks go back, or the limits are set.
+    #[cold]
+    #[inline(never)]
+    fn full_or_new(&self, class: usize) {
+        if self.ready.get() {
+            self.give_back(class, batch(class));
+        } else {
+            self.make_ready();
+            // The block just freed is the only one cached.
+            self.room[class].set(thread_limit(class) - 1);
+        }
+    }
+
+    /// Sets every class's room to its limit: the cache holds nothing yet.
+    fn make_ready(&self) {
+        for class in 0..CLASSES {
+            self.room[class].set(thread_limit(class));
+        }
+        self.ready.set(true);
     }
 
     /// Moves up to `n` cached blocks of `class` to the central list.
@@ -603,7 +626,7 @@ impl ThreadCache {
             self.heads[class].set(last.cast::<*mut c_void>().read());
             last.cast::<*mut c_void>().write(ptr::null_mut());
         }
-        self.counts[class].set(self.counts[class].get() - moved);
+        self.room[class].set(self.room[class].get() + moved);
         // SAFETY: `first` heads a list of blocks of `class` that this cache
         // gives up.
         unsafe { put_blocks(first, class) };
@@ -615,6 +638,9 @@ impl ThreadCache {
     #[cold]
     #[inline(never)]
     fn refill(&self, class: usize) -> *mut c_void {
+        if !self.ready.get() {
+            self.make_ready();
+        }
         let size = block_size(class);
         let n = batch(class);
         let mut taken = CLASS_LISTS[class].with(|list| take_batch(list, size, n));
@@ -622,7 +648,7 @@ impl ThreadCache {
             let Some(index) = new_span(class) else {
                 return ptr::null_mut();
             };
-            let start = REGION_BASE.load(Ordering::Relaxed) + index * SPAN_SIZE;
+            let start = REGION_BASE.placed() + index * SPAN_SIZE;
             taken = CLASS_LISTS[class].with(|list| {
                 list.start_carving(index, start, start + SPAN_SIZE / size * size, true);
                 take_batch(list, size, n)
@@ -635,7 +661,8 @@ impl ThreadCache {
         // SAFETY: `first` heads a list of `count` free blocks now ours.
         let rest = unsafe { first.cast::<*mut c_void>().read() };
         self.heads[class].set(rest);
-        self.counts[class].set(count - 1);
+        // The cache was empty; `count` is a batch, half the limit.
+        self.room[class].set(thread_limit(class) - (count - 1));
         set_live(first, true);
         first
     }
@@ -643,10 +670,8 @@ impl ThreadCache {
     /// Gives every cached block to the central lists (at thread exit).
     pub fn flush(&self) {
         for class in 0..CLASSES {
-            let count = self.counts[class].get();
-            if count > 0 {
-                self.give_back(class, count);
-            }
+            // The whole list: give_back stops at its end.
+            self.give_back(class, u16::MAX);
         }
     }
 }

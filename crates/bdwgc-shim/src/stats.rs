@@ -3,7 +3,8 @@
 //!
 //! The allocation counter is per thread and added to the shared total every
 //! [`FLUSH_EVERY`] allocations, so that the malloc fast path does not write
-//! a cache line that every thread shares.
+//! a cache line that every thread shares; the same moment drives the
+//! allocator's periodic work (purging, deferred frees).
 
 use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -11,7 +12,8 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use crate::tls::ThreadState;
 use crate::Stats;
 
-const FLUSH_EVERY: u32 = 256;
+/// The per-thread counter is a byte: it flushes when it wraps.
+const FLUSH_EVERY: u64 = 256;
 
 static ROUTED: AtomicU64 = AtomicU64::new(0);
 static BEFORE_INIT: AtomicU64 = AtomicU64::new(0);
@@ -20,17 +22,24 @@ static THREADS_REGISTERED: AtomicU64 = AtomicU64::new(0);
 static DEFERRED_FREES: AtomicU64 = AtomicU64::new(0);
 static DEBUG: AtomicBool = AtomicBool::new(false);
 
-#[inline]
+#[inline(always)]
 pub fn count_routed(me: &ThreadState) {
-    let n = me.unflushed_routed.get() + 1;
-    if n >= FLUSH_EVERY {
-        ROUTED.fetch_add(u64::from(n), Ordering::Relaxed);
-        me.unflushed_routed.set(0);
-        // Now and then, give back what has been free long enough.
-        crate::purge::tick();
-    } else {
-        me.unflushed_routed.set(n);
+    let n = me.unflushed_routed.get().wrapping_add(1);
+    me.unflushed_routed.set(n);
+    if n == 0 {
+        every_256_allocations(me);
     }
+}
+
+/// Out of the fast path, so that it needs no stack frame.
+#[cold]
+#[inline(never)]
+fn every_256_allocations(me: &ThreadState) {
+    ROUTED.fetch_add(FLUSH_EVERY, Ordering::Relaxed);
+    // Now and then, give back what has been free long enough, and free what
+    // was freed where libgc could not be called (the fast paths do not look).
+    crate::purge::tick();
+    crate::alloc::release_deferred_frees(me);
 }
 
 /// Adds this thread's unflushed allocations to the total (at thread exit).

@@ -17,21 +17,28 @@ use core::cell::Cell;
 use crate::small::ThreadCache;
 
 /// What the shim knows about the calling thread.
+///
+/// `mode`, three zero bytes and `bypass` make the first 8 bytes, which the
+/// malloc and free fast paths test with one load ([`Self::may_allocate_fast`],
+/// [`Self::may_free_fast`]).
 #[repr(C)]
 pub struct ThreadState {
     /// One of the `MODE_*` constants.
     pub mode: Cell<u8>,
+    /// Always zero (see above).
+    zero: [u8; 3],
+    /// Non-zero while this thread is inside libgc on the shim's behalf (or
+    /// libgc may hold its lock): allocations go to glibc, frees are deferred.
+    pub bypass: Cell<u32>,
     /// The shim registered this thread and must unregister it at exit.
     pub owns_registration: Cell<bool>,
     /// How many times the thread-exit destructor has re-armed itself.
     pub exit_rounds: Cell<u8>,
     /// The next `dlopen` on this thread comes from inside `GC_dlopen`.
     pub in_gc_dlopen: Cell<bool>,
-    /// Non-zero while this thread is inside libgc on the shim's behalf (or
-    /// libgc may hold its lock): allocations go to glibc, frees are deferred.
-    pub bypass: Cell<u32>,
-    /// Allocations routed to the collector and not yet added to the totals.
-    pub unflushed_routed: Cell<u32>,
+    /// Allocations routed to the collector and not yet added to the totals
+    /// (modulo 256: every 256th is added with them).
+    pub unflushed_routed: Cell<u8>,
     /// The thread-exit destructor is armed (it flushes the cache).
     pub exit_armed: Cell<bool>,
     /// Where the collector should scan this thread's stack from once it
@@ -110,6 +117,33 @@ pub fn current() -> &'static ThreadState {
 }
 
 impl ThreadState {
+    /// `mode` and `bypass` together, as the first 8 bytes hold them.
+    #[inline(always)]
+    fn mode_and_bypass(&self) -> u64 {
+        const _: () = assert!(core::mem::offset_of!(ThreadState, bypass) == 4);
+        // SAFETY: the first 8 bytes of the block are `mode`, `zero` and
+        // `bypass` (repr(C), offsets checked above), all plain initialized
+        // integers that only this thread writes.
+        let word = unsafe { (self as *const Self).cast::<u64>().read() };
+        u64::from_le(word)
+    }
+
+    /// Registered and not inside libgc: allocations may come from the
+    /// thread's cache. (`mode` in the low byte, `bypass` in the high half.)
+    #[inline(always)]
+    pub fn may_allocate_fast(&self) -> bool {
+        self.mode_and_bypass() == u64::from(MODE_COLLECTOR)
+    }
+
+    /// Registered or pending and not inside libgc: frees may go to the
+    /// thread's cache. MODE_COLLECTOR (1) and MODE_PENDING (3) differ only
+    /// in bit 1.
+    #[inline(always)]
+    pub fn may_free_fast(&self) -> bool {
+        const _: () = assert!(MODE_PENDING == MODE_COLLECTOR | 2 && MODE_LIBC & 1 == 0);
+        self.mode_and_bypass() & !2 == u64::from(MODE_COLLECTOR)
+    }
+
     /// Runs `f` with allocations on this thread sent to glibc.
     #[inline]
     pub fn bypassing<R>(&self, f: impl FnOnce() -> R) -> R {
