@@ -16,7 +16,9 @@
 
 #ifdef DIRECT
 #define ALLOC(n) GC_malloc_uncollectable(n)
-#define FREE(p) GC_free(GC_base(p))
+#define FREE(p) GC_free(p)
+#define CALLOC(n, size) GC_malloc_uncollectable((n) * (size)) /* zeroed */
+#define FREE_ALIGNED(p) GC_free(GC_base(p))
 #define REALLOC(p, n) GC_realloc(p, n)
 /* What the shim did before its regions served aligned blocks: a larger
  * object and an aligned pointer inside it (freed through GC_base). */
@@ -30,6 +32,8 @@ static void *aligned_direct(size_t align, size_t n) {
 #define FREE(p) free(p)
 #define REALLOC(p, n) realloc(p, n)
 #define ALIGNED(a, n) aligned_alloc(a, n)
+#define FREE_ALIGNED(p) free(p)
+#define CALLOC(n, size) calloc(n, size)
 #endif
 /* Threads: with the shim or glibc, plain pthread_create (the shim registers
  * them); for direct libgc calls, libgc's own. */
@@ -63,15 +67,115 @@ static void *aligned_churn(void *arg) {
     unsigned long x = 362436069UL + (unsigned long)arg;
     for (int i = 0; i < 500000; i++) {
         int s = next(&x) % 256;
-        FREE(slots[s]);
+        FREE_ALIGNED(slots[s]);
         size_t align = (size_t)32 << (next(&x) % 8);
         size_t size = align * (1 + next(&x) % 4) / 2;
         if (size > 4096) size = 4096;
         slots[s] = ALIGNED(align, size);
         ((volatile char *)slots[s])[0] = 1;
     }
-    for (int s = 0; s < 256; s++) FREE(slots[s]);
+    for (int s = 0; s < 256; s++) FREE_ALIGNED(slots[s]);
     return NULL;
+}
+
+/* Shaped like larson: each thread of a generation takes over the 2,000
+ * blocks (10-500 B) of another thread of the one before and replaces them
+ * at random 200,000 times, so most frees are of blocks other threads
+ * allocated; 8 generations. */
+#define LARSON_SLOTS 2000
+static void *larson_sets[16][LARSON_SLOTS];
+static void *larson_thread(void *arg) {
+    void **slots = larson_sets[(long)arg];
+    unsigned long x = 2463534242UL + (unsigned long)arg * 7919;
+    for (int i = 0; i < 200000; i++) {
+        int s = next(&x) % LARSON_SLOTS;
+        FREE(slots[s]);
+        slots[s] = ALLOC(10 + next(&x) % 491);
+        ((volatile char *)slots[s])[0] = 1;
+    }
+    return NULL;
+}
+static void larson(int threads) {
+    unsigned long x = 5;
+    for (int t = 0; t < threads; t++)
+        for (int s = 0; s < LARSON_SLOTS; s++) larson_sets[t][s] = ALLOC(10 + next(&x) % 491);
+    for (int generation = 0; generation < 8; generation++) {
+        pthread_t t[16];
+        /* Thread i works on the set that thread i-1 of the last generation
+         * filled: handing the sets round makes every free a remote one. */
+        void *first[LARSON_SLOTS];
+        memcpy(first, larson_sets[0], sizeof first);
+        for (int i = 0; i + 1 < threads; i++) memcpy(larson_sets[i], larson_sets[i + 1], sizeof first);
+        memcpy(larson_sets[threads - 1], first, sizeof first);
+        for (long i = 0; i < threads; i++) pthread_create(&t[i], NULL, larson_thread, (void *)i);
+        for (int i = 0; i < threads; i++) pthread_join(t[i], NULL);
+    }
+    for (int t = 0; t < threads; t++)
+        for (int s = 0; s < LARSON_SLOTS; s++) FREE(larson_sets[t][s]);
+}
+
+/* Large buffers, as a program that keeps replacing big ones: 20 live
+ * buffers of 5-25 MiB, one replaced 2,000 times and written (a byte per
+ * page). */
+static void big_buffers(void) {
+    char *buffers[20] = {0};
+    unsigned long x = 99;
+    for (int i = 0; i < 2000; i++) {
+        int s = next(&x) % 20;
+        FREE(buffers[s]);
+        size_t size = (5u << 20) + next(&x) % (20u << 20);
+        buffers[s] = ALLOC(size);
+        for (size_t j = 0; j < size; j += 4096) ((volatile char *)buffers[s])[j] = 1;
+    }
+    for (int s = 0; s < 20; s++) FREE(buffers[s]);
+}
+
+/* Shaped like a compiler: per "file", a tree of 20,000 nodes (32-96 B)
+ * with names (8-40 B copies), a symbol table (calloc'd buckets, chained
+ * entries) and lists grown by realloc; then all of it freed but a twentieth
+ * of the nodes, which live on to the end. 200 files. */
+typedef struct node { struct node *kid[2]; char *name; long value; } node;
+static void program_like(void) {
+    unsigned long x = 77;
+    node **kept = ALLOC(200 * 1000 * sizeof *kept);
+    size_t kept_count = 0;
+    for (int file = 0; file < 200; file++) {
+        node **nodes = NULL;
+        size_t count = 0, capacity = 0;
+        void **table = CALLOC(4096, sizeof *table);
+        for (int i = 0; i < 20000; i++) {
+            node *n = ALLOC(32 + next(&x) % 65);
+            size_t len = 8 + next(&x) % 33;
+            n->name = ALLOC(len);
+            memset(n->name, 'a' + i % 26, len - 1);
+            n->name[len - 1] = 0;
+            n->kid[0] = count ? nodes[next(&x) % count] : NULL;
+            n->kid[1] = NULL;
+            if (count == capacity) {
+                capacity = capacity ? capacity * 2 : 16;
+                nodes = REALLOC(nodes, capacity * sizeof *nodes);
+            }
+            nodes[count++] = n;
+            if (i % 4 == 0) {
+                void **entry = ALLOC(2 * sizeof *entry);
+                size_t bucket = next(&x) % 4096;
+                entry[0] = table[bucket];
+                entry[1] = n;
+                table[bucket] = entry;
+            }
+        }
+        for (size_t b = 0; b < 4096; b++)
+            for (void **e = table[b], **after; e; e = after) { after = e[0]; FREE(e); }
+        FREE(table);
+        for (size_t i = 0; i < count; i++) {
+            if (i % 20 == 0) { kept[kept_count++] = nodes[i]; continue; }
+            FREE(nodes[i]->name);
+            FREE(nodes[i]);
+        }
+        FREE(nodes);
+    }
+    for (size_t i = 0; i < kept_count; i++) { FREE(kept[i]->name); FREE(kept[i]); }
+    FREE(kept);
 }
 
 /* Buffers doubling from 16 bytes to 64 MiB, written as they grow, 8 times. */
@@ -275,6 +379,12 @@ int main(int argc, char **argv) {
         pthread_t t[16];
         for (long i = 0; i < threads; i++) pthread_create(&t[i], NULL, work, (void *)i);
         for (int i = 0; i < threads; i++) pthread_join(t[i], NULL);
+    } else if (strcmp(name, "larson") == 0) {
+        larson(threads < 1 ? 1 : threads > 16 ? 16 : threads);
+    } else if (strcmp(name, "buffers") == 0) {
+        big_buffers();
+    } else if (strcmp(name, "program") == 0) {
+        program_like();
     } else if (strcmp(name, "prodcons") == 0) {
         pthread_t p, c;
         pthread_create(&p, NULL, producer, NULL);

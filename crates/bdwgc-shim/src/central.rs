@@ -11,6 +11,7 @@
 //! of them.
 
 use core::ffi::c_void;
+use core::marker::PhantomData;
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 
@@ -73,11 +74,17 @@ impl SpanState {
     }
 }
 
+/// Where a region keeps its spans' states: a type, not a function
+/// pointer, so that the lookups inline into the list operations.
+pub trait SpanTable {
+    /// The state of span `index`.
+    fn span(index: usize) -> &'static SpanState;
+}
+
 /// A class's spans with free blocks, and the span it carves new blocks
-/// from, `[carve_next, carve_end)`.
-pub struct ClassList {
-    /// The region's span table: the state of span `index`.
-    span: fn(usize) -> &'static SpanState,
+/// from, `[carve_next, carve_end)`, in the region whose span table is `T`.
+pub struct ClassList<T: SpanTable> {
+    table: PhantomData<T>,
     partial: Link,
     carve_span: Link,
     carve_next: usize,
@@ -86,10 +93,10 @@ pub struct ClassList {
     carve_zeroed: bool,
 }
 
-impl ClassList {
-    pub const fn new(span: fn(usize) -> &'static SpanState) -> Self {
+impl<T: SpanTable> ClassList<T> {
+    pub const fn new() -> Self {
         ClassList {
-            span,
+            table: PhantomData,
             partial: 0,
             carve_span: 0,
             carve_next: 0,
@@ -107,7 +114,7 @@ impl ClassList {
     /// one meanwhile, is carved again once that span is wholly free and
     /// reused.
     pub fn start_carving(&mut self, index: usize, start: usize, end: usize, zeroed: bool) {
-        (self.span)(index).reset();
+        T::span(index).reset();
         self.carve_span = link(index);
         self.carve_next = start;
         self.carve_end = end;
@@ -115,11 +122,11 @@ impl ClassList {
     }
 
     fn push_partial(&mut self, index: usize) {
-        let state = (self.span)(index);
+        let state = T::span(index);
         state.previous.store(0, Ordering::Relaxed);
         state.next.store(self.partial, Ordering::Relaxed);
         if self.partial != 0 {
-            (self.span)(self.partial as usize - 1)
+            T::span(self.partial as usize - 1)
                 .previous
                 .store(link(index), Ordering::Relaxed);
         }
@@ -127,18 +134,18 @@ impl ClassList {
     }
 
     fn unlink(&mut self, index: usize) {
-        let state = (self.span)(index);
+        let state = T::span(index);
         let previous = state.previous.load(Ordering::Relaxed);
         let next = state.next.load(Ordering::Relaxed);
         if previous == 0 {
             self.partial = next;
         } else {
-            (self.span)(previous as usize - 1)
+            T::span(previous as usize - 1)
                 .next
                 .store(next, Ordering::Relaxed);
         }
         if next != 0 {
-            (self.span)(next as usize - 1)
+            T::span(next as usize - 1)
                 .previous
                 .store(previous, Ordering::Relaxed);
         }
@@ -146,7 +153,7 @@ impl ClassList {
 
     /// Whether every block carved from span `index` is on its free list.
     fn is_idle(&self, index: usize) -> bool {
-        let state = (self.span)(index);
+        let state = T::span(index);
         state.free_count.load(Ordering::Relaxed) == state.carved.load(Ordering::Relaxed)
     }
 
@@ -163,7 +170,7 @@ impl ClassList {
             self.carve_next = 0;
             self.carve_end = 0;
         }
-        (self.span)(index).reset();
+        T::span(index).reset();
     }
 
     /// A free block of `size` bytes: from the first span with free blocks,
@@ -172,7 +179,7 @@ impl ClassList {
     pub fn take_block(&mut self, size: usize, freed_zeroed: bool) -> Option<(*mut c_void, bool)> {
         if self.partial != 0 {
             let index = self.partial as usize - 1;
-            let state = (self.span)(index);
+            let state = T::span(index);
             let block = state.free.load(Ordering::Relaxed);
             // SAFETY: a free block of the span, linked through its first
             // word; it is the caller's now, and its link is cleared.
@@ -181,7 +188,11 @@ impl ClassList {
                 state.free.store(next, Ordering::Relaxed);
                 block.cast::<*mut c_void>().write(ptr::null_mut());
             }
-            if state.free_count.fetch_sub(1, Ordering::Relaxed) == 1 {
+            // Plain loads and stores: the class's lock is held (a locked
+            // read-modify-write costs more than the rest of the operation).
+            let free_count = state.free_count.load(Ordering::Relaxed);
+            state.free_count.store(free_count - 1, Ordering::Relaxed);
+            if free_count == 1 {
                 self.unlink(index);
             }
             // In use again: a purge check starts its delay afresh.
@@ -193,9 +204,8 @@ impl ClassList {
         }
         let block = self.carve_next as *mut c_void;
         self.carve_next += size;
-        (self.span)(self.carve_span as usize - 1)
-            .carved
-            .fetch_add(1, Ordering::Relaxed);
+        let carved = &T::span(self.carve_span as usize - 1).carved;
+        carved.store(carved.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         Some((block, self.carve_zeroed))
     }
 
@@ -207,7 +217,7 @@ impl ClassList {
     /// `p` must be a block of span `index` of this class, taken from it and
     /// now given back by its owner.
     pub unsafe fn put_block(&mut self, p: *mut c_void, index: usize, size: usize) -> bool {
-        let state = (self.span)(index);
+        let state = T::span(index);
         // SAFETY: the block is the caller's to give back; its first word
         // becomes the list link.
         unsafe {
@@ -215,7 +225,9 @@ impl ClassList {
                 .write(state.free.load(Ordering::Relaxed))
         };
         state.free.store(p, Ordering::Relaxed);
-        if state.free_count.fetch_add(1, Ordering::Relaxed) == 0 {
+        let free_count = state.free_count.load(Ordering::Relaxed);
+        state.free_count.store(free_count + 1, Ordering::Relaxed);
+        if free_count == 0 {
             self.push_partial(index);
         }
         self.is_wholly_free(index, size)
@@ -238,7 +250,7 @@ impl ClassList {
         let mut next = self.partial;
         while next != 0 && count < out.len() {
             let index = next as usize - 1;
-            let state = (self.span)(index);
+            let state = T::span(index);
             next = state.next.load(Ordering::Relaxed);
             if !self.is_idle(index) {
                 continue;
@@ -274,7 +286,7 @@ impl ClassList {
         let mut next = self.partial;
         while next != 0 {
             let index = next as usize - 1;
-            let state = (self.span)(index);
+            let state = T::span(index);
             next = state.next.load(Ordering::Relaxed);
             if !self.is_idle(index) {
                 // SAFETY: the span is on this class's list, under its lock.
@@ -289,7 +301,7 @@ impl ClassList {
         let mut blocks = self.carve_end.saturating_sub(self.carve_next) / size;
         let mut next = self.partial;
         while next != 0 {
-            let state = (self.span)(next as usize - 1);
+            let state = T::span(next as usize - 1);
             blocks += state.free_count.load(Ordering::Relaxed) as usize;
             next = state.next.load(Ordering::Relaxed);
         }
@@ -395,8 +407,12 @@ mod tests {
         }
     }; 2];
 
-    fn state(index: usize) -> &'static SpanState {
-        &STATES[index]
+    struct TestSpans;
+
+    impl SpanTable for TestSpans {
+        fn span(index: usize) -> &'static SpanState {
+            &STATES[index]
+        }
     }
 
     /// A span-sized, page-aligned buffer, leaked (the test's blocks point
@@ -412,7 +428,7 @@ mod tests {
     fn check_discard(size: usize, page: usize, kept: &[usize]) {
         let start = span_memory(page);
         let blocks = SPAN / size;
-        let mut list = ClassList::new(state);
+        let mut list = ClassList::<TestSpans>::new();
         list.start_carving(0, start, start + blocks * size, true);
         let taken: Vec<usize> = (0..blocks)
             .map(|_| list.take_block(size, false).unwrap().0 as usize)
@@ -489,7 +505,7 @@ mod tests {
     fn an_idle_span_is_reported_wholly_free_once_it_cannot_carve() {
         let start = span_memory(4096);
         let size = 256;
-        let mut list = ClassList::new(state);
+        let mut list = ClassList::<TestSpans>::new();
         list.start_carving(1, start, start + 2 * size, false);
         let a = list.take_block(size, false).unwrap().0;
         // SAFETY: taken above, freed once.

@@ -37,7 +37,7 @@ use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use crate::address_space::{self, GrowingRange, Placement, RegionBase};
-use crate::central::{ClassList, SpanState};
+use crate::central::{ClassList, SpanState, SpanTable};
 use crate::purge;
 use crate::scan::Ranges;
 use crate::small::MAX_SMALL;
@@ -204,8 +204,18 @@ fn set_live(p: usize, class: usize, live: bool) {
     }
 }
 
-static CLASS_LISTS: [SpinLocked<ClassList>; CLASSES] =
-    [const { SpinLocked::new(ClassList::new(span_state)) }; CLASSES];
+/// The region's span table, for the class lists.
+struct LargeSpans;
+
+impl SpanTable for LargeSpans {
+    #[inline(always)]
+    fn span(index: usize) -> &'static SpanState {
+        span_state(index)
+    }
+}
+
+static CLASS_LISTS: [SpinLocked<ClassList<LargeSpans>>; CLASSES] =
+    [const { SpinLocked::new(ClassList::new()) }; CLASSES];
 /// The free units, and the lock for handing units out.
 static POOL: SpinLocked<FreeUnits> = SpinLocked::new(FreeUnits::new());
 
@@ -500,7 +510,7 @@ pub fn allocate(class: usize) -> Option<(*mut c_void, bool)> {
     // Blocks above RETURN_ABOVE gave their pages back when freed.
     let freed_zeroed = size > RETURN_ABOVE;
     // The live bit is set under the class's lock, as it is cleared.
-    let take = |list: &mut ClassList| {
+    let take = |list: &mut ClassList<LargeSpans>| {
         let (p, zeroed) = list.take_block(size, freed_zeroed)?;
         set_live(p as usize, class, true);
         Some((p, zeroed))

@@ -115,6 +115,8 @@ mod sys;
 #[cfg(shim_active)]
 mod threads;
 #[cfg(shim_active)]
+mod transfer;
+#[cfg(shim_active)]
 mod tls;
 
 /// A snapshot of the shim's counters. Mirrors `bdwgc_shim_stats` in

@@ -33,9 +33,10 @@ use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering};
 
 use crate::address_space::{self, GrowingRange, Placement, RegionBase};
-use crate::central::{ClassList, SpanState};
+use crate::central::{ClassList, SpanState, SpanTable};
 use crate::purge;
 use crate::spin::SpinLocked;
+use crate::transfer::{self, Batch, Parked};
 
 /// The largest size served from the region.
 pub const MAX_SMALL: usize = 1024;
@@ -198,7 +199,10 @@ pub fn free_bytes() -> usize {
     CLASS_LISTS
         .iter()
         .enumerate()
-        .map(|(class, list)| list.with(|list| list.free_bytes(block_size(class))))
+        .map(|(class, list)| {
+            let parked = PARKED[class].with(|parked| parked.blocks()) * block_size(class);
+            list.with(|list| list.free_bytes(block_size(class))) + parked
+        })
         .sum()
 }
 
@@ -355,8 +359,20 @@ pub unsafe fn clear_block(p: *mut c_void, class: usize) {
     }
 }
 
-static CLASS_LISTS: [SpinLocked<ClassList>; CLASSES] =
-    [const { SpinLocked::new(ClassList::new(span_state)) }; CLASSES];
+/// The region's span table, for the class lists.
+struct SmallSpans;
+
+impl SpanTable for SmallSpans {
+    #[inline(always)]
+    fn span(index: usize) -> &'static SpanState {
+        span_state(index)
+    }
+}
+
+static CLASS_LISTS: [SpinLocked<ClassList<SmallSpans>>; CLASSES] =
+    [const { SpinLocked::new(ClassList::new()) }; CLASSES];
+/// Full batches of free blocks between thread caches ([`crate::transfer`]).
+static PARKED: [SpinLocked<Parked>; CLASSES] = [const { SpinLocked::new(Parked::new()) }; CLASSES];
 /// The purged spans, and the lock for handing spans out.
 static POOL: SpinLocked<FreeSpans> = SpinLocked::new(FreeSpans {
     free: [0; MAX_SPANS / 64],
@@ -395,9 +411,15 @@ pub fn lock_all_for_fork() {
     for list in &CLASS_LISTS {
         list.lock();
     }
+    for parked in &PARKED {
+        parked.lock();
+    }
 }
 
 pub fn unlock_all_after_fork() {
+    for parked in &PARKED {
+        parked.unlock();
+    }
     for list in &CLASS_LISTS {
         list.unlock();
     }
@@ -489,6 +511,15 @@ pub fn purge(now: u32, everything: bool) -> bool {
     let page = address_space::page_size();
     let mut released = false;
     for (class, list) in CLASS_LISTS.iter().enumerate() {
+        // Batches parked through a whole check (or all, with `everything`)
+        // go back onto their spans first, which may free them wholly.
+        let mut idle = transfer::no_batches();
+        let count = PARKED[class].with(|parked| parked.take_idle(everything, &mut idle));
+        for batch in &idle[..count] {
+            // SAFETY: a parked batch: free blocks of `class`, linked and
+            // null-terminated, given up by the parking thread.
+            unsafe { put_blocks(batch.head, class) };
+        }
         loop {
             // A few spans at a time, so that the class's lock is not held
             // long; their pages are given back outside it.
@@ -627,9 +658,22 @@ impl ThreadCache {
             last.cast::<*mut c_void>().write(ptr::null_mut());
         }
         self.room[class].set(self.room[class].get() + moved);
-        // SAFETY: `first` heads a list of blocks of `class` that this cache
-        // gives up.
-        unsafe { put_blocks(first, class) };
+        // A full batch is parked for the next thread that runs out; the
+        // rest (a flush, or no slot free) goes back onto the spans.
+        let given = Batch {
+            head: first,
+            count: moved,
+        };
+        let unparked = if moved == batch(class) {
+            PARKED[class].with(|parked| parked.park(given)).err()
+        } else {
+            Some(given)
+        };
+        if let Some(unparked) = unparked {
+            // SAFETY: `unparked` heads a list of blocks of `class` that this
+            // cache gives up.
+            unsafe { put_blocks(unparked.head, class) };
+        }
     }
 
     /// Fills the cache from the class's spans (a new one when they have no
@@ -643,7 +687,10 @@ impl ThreadCache {
         }
         let size = block_size(class);
         let n = batch(class);
-        let mut taken = CLASS_LISTS[class].with(|list| take_batch(list, size, n));
+        let mut taken = match PARKED[class].with(Parked::take) {
+            Some(parked) => (parked.head, parked.count),
+            None => CLASS_LISTS[class].with(|list| take_batch(list, size, n)),
+        };
         if taken.0.is_null() {
             let Some(index) = new_span(class) else {
                 return ptr::null_mut();
@@ -715,7 +762,7 @@ unsafe fn put_blocks(first: *mut c_void, class: usize) {
 
 /// Up to `batch` free blocks of `size` bytes from the class's spans, linked
 /// and null-terminated, and how many.
-fn take_batch(list: &mut ClassList, size: usize, batch: u16) -> (*mut c_void, u16) {
+fn take_batch(list: &mut ClassList<SmallSpans>, size: usize, batch: u16) -> (*mut c_void, u16) {
     let mut head: *mut c_void = ptr::null_mut();
     let mut tail: *mut *mut c_void = &mut head;
     let mut count = 0;
