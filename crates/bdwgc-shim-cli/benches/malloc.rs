@@ -1,8 +1,11 @@
 //! `cargo bench -p bdwgc-shim-cli`: allocation workloads (benches/*.c) with
-//! glibc, with direct GC_malloc_uncollectable/GC_free calls, and through the
-//! shim (preloaded and linked). Runs alternate between the variants; the
-//! tables show medians and ratios to glibc. Needs `cargo build --release`
-//! first. Not a test: it asserts nothing.
+//! glibc, with direct GC_malloc_uncollectable/GC_free calls, through the
+//! shim (preloaded and linked), and with Debian's jemalloc, mimalloc and
+//! tcmalloc preloaded where installed (`libjemalloc2`, `libmimalloc2.0`,
+//! `libtcmalloc-minimal4`; their blocks are not scanned by the collector).
+//! Runs alternate between the variants; the tables show medians, ratios to
+//! glibc, and the shim's ratio to the best of the other three. Needs
+//! `cargo build --release` first. Not a test: it asserts nothing.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -11,6 +14,14 @@ use std::process::Command;
 use bdwgc_shim_cli::scenarios::{cc, repo_root, shim_dir, Mode};
 
 const RUNS: usize = 3;
+/// glibc, direct, preload, linked, jemalloc, mimalloc, tcmalloc.
+const COLUMNS: usize = 7;
+/// The other allocators' columns, and their Debian libraries.
+const OTHERS: [(usize, &str, &str); 3] = [
+    (4, "jemalloc", "libjemalloc.so.2"),
+    (5, "mimalloc", "libmimalloc.so.2"),
+    (6, "tcmalloc", "libtcmalloc_minimal.so.4"),
+];
 const THREADS: [u32; 4] = [1, 2, 4, 8];
 
 fn build(dir: &Path, source: &str, name: &str, extra: &[OsString]) -> PathBuf {
@@ -88,13 +99,24 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// The four variants of one program: glibc, direct libgc calls, the shim
-/// preloaded, the shim linked.
+/// The variants of one program: glibc, direct libgc calls, the shim
+/// preloaded, the shim linked, and the other allocators preloaded.
 struct Variants {
     plain: PathBuf,
     direct: PathBuf,
     linked: PathBuf,
     library: PathBuf,
+    /// jemalloc, mimalloc, tcmalloc, where installed.
+    others: [Option<PathBuf>; 3],
+}
+
+/// A library in the machine's multiarch directory (or /usr/lib), if there.
+fn system_library(name: &str) -> Option<PathBuf> {
+    let multiarch = PathBuf::from(format!("/usr/lib/{}-linux-gnu", std::env::consts::ARCH));
+    [multiarch, PathBuf::from("/usr/lib")]
+        .into_iter()
+        .map(|dir| dir.join(name))
+        .find(|path| path.exists())
 }
 
 impl Variants {
@@ -110,23 +132,30 @@ impl Variants {
                 &Mode::Static.shim_link_args(shim),
             ),
             library: shim.join("libbdwgc_shim.so"),
+            others: OTHERS.map(|(_, _, file)| system_library(file)),
         }
     }
 
     /// Medians of field `field` over RUNS alternating runs of each variant.
-    fn medians(&self, args: &[&str], field: usize) -> [f64; 4] {
+    fn medians(&self, args: &[&str], field: usize) -> [f64; COLUMNS] {
         self.medians_limited(args, field, None)
     }
 
     /// [`Variants::medians`] under an address-space limit from the start.
-    fn medians_limited(&self, args: &[&str], field: usize, limit: Option<u64>) -> [f64; 4] {
-        let mut times: [Vec<f64>; 4] = Default::default();
+    fn medians_limited(&self, args: &[&str], field: usize, limit: Option<u64>) -> [f64; COLUMNS] {
+        let mut times: [Vec<f64>; COLUMNS] = Default::default();
         for _ in 0..RUNS {
             let pick = |v: Vec<f64>| v.get(field).copied().unwrap_or(f64::NAN);
             times[0].push(pick(measure(&self.plain, args, None, limit)));
             times[1].push(pick(measure(&self.direct, args, None, limit)));
             times[2].push(pick(measure(&self.plain, args, Some(&self.library), limit)));
             times[3].push(pick(measure(&self.linked, args, None, limit)));
+            for ((column, _, _), library) in OTHERS.iter().zip(&self.others) {
+                times[*column].push(match library {
+                    Some(library) => pick(measure(&self.plain, args, Some(library), limit)),
+                    None => f64::NAN,
+                });
+            }
         }
         times.map(median)
     }
@@ -134,27 +163,54 @@ impl Variants {
 
 fn header(unit: &str) {
     println!(
-        "{:>22} {:>9} {:>9} {:>9} {:>9}   {:>9} {:>9} {:>9}",
-        unit, "glibc", "direct", "preload", "linked", "direct/g", "preload/g", "linked/g"
+        "{:>24} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}  {:>8} {:>8} {:>8}",
+        unit,
+        "glibc",
+        "direct",
+        "preload",
+        "linked",
+        "jemalloc",
+        "mimalloc",
+        "tcmalloc",
+        "direct/g",
+        "shim/g",
+        "shim/best"
     );
 }
 
-fn row(rows: &mut Vec<(String, [f64; 4])>, label: &str, [g, d, p, l]: [f64; 4]) {
-    rows.push((label.to_string(), [g, d, p, l]));
+/// The best (lowest) of jemalloc, mimalloc and tcmalloc: NaN when none ran.
+fn best_other(v: &[f64; COLUMNS]) -> f64 {
+    v[4..]
+        .iter()
+        .copied()
+        .filter(|x| !x.is_nan())
+        .fold(f64::NAN, f64::min)
+}
+
+fn values(v: &[f64; COLUMNS]) -> String {
+    v.iter().map(|x| format!(" {x:>8.3}")).collect()
+}
+
+/// A row: the values, then direct and the preloaded shim against glibc, and
+/// the shim against the best other allocator.
+fn row(rows: &mut Vec<(String, [f64; COLUMNS])>, label: &str, v: [f64; COLUMNS]) {
+    rows.push((label.to_string(), v));
     println!(
-        "{label:>22} {g:>9.3} {d:>9.3} {p:>9.3} {l:>9.3}   {:>8.2}x {:>8.2}x {:>8.2}x",
-        d / g,
-        p / g,
-        l / g
+        "{label:>24}{}  {:>7.2}x {:>7.2}x {:>7.2}x",
+        values(&v),
+        v[1] / v[0],
+        v[2] / v[0],
+        v[2] / best_other(&v)
     );
 }
 
 /// A row whose ratios are to direct libgc calls rather than to glibc.
-fn row_against_direct(label: &str, [g, d, p, l]: [f64; 4]) {
+fn row_against_direct(label: &str, v: [f64; COLUMNS]) {
     println!(
-        "{label:>22} {g:>9.3} {d:>9.3} {p:>9.3} {l:>9.3}   preload/direct {:.2}x, linked/direct {:.2}x",
-        p / d,
-        l / d
+        "{label:>24}{}  preload/direct {:.2}x, linked/direct {:.2}x",
+        values(&v),
+        v[2] / v[1],
+        v[3] / v[1]
     );
 }
 
@@ -206,6 +262,24 @@ fn main() {
             work.medians(&["aligned", &t], 0),
         );
     }
+    for threads in [2, 8] {
+        let t = threads.to_string();
+        row(
+            &mut time_rows,
+            &format!("larson-like, {threads} thr"),
+            work.medians(&["larson", &t], 0),
+        );
+    }
+    row(
+        &mut time_rows,
+        "buffers 5-25 MiB",
+        work.medians(&["buffers"], 0),
+    );
+    row(
+        &mut time_rows,
+        "compiler-like",
+        work.medians(&["program"], 0),
+    );
     row(
         &mut time_rows,
         "burst 512 MiB + trim",
@@ -239,7 +313,7 @@ fn main() {
     row_against_direct("GC_MALLOC, 200 MiB live", work.medians(&["collected"], 0));
     println!();
     header("peak RSS, MiB");
-    let mib = |v: [f64; 4]| v.map(|kib| kib / 1024.0);
+    let mib = |v: [f64; COLUMNS]| v.map(|kib| kib / 1024.0);
     let mut rss_rows = Vec::new();
     row(
         &mut rss_rows,
@@ -256,6 +330,16 @@ fn main() {
         "realloc to 64 MiB",
         mib(work.medians(&["realloc", "1"], 1)),
     );
+    row(
+        &mut rss_rows,
+        "buffers 5-25 MiB",
+        mib(work.medians(&["buffers"], 1)),
+    );
+    row(
+        &mut rss_rows,
+        "compiler-like",
+        mib(work.medians(&["program"], 1)),
+    );
     println!();
     header("RSS after, MiB");
     // Direct calls: GC_gcollect_and_unmap instead of malloc_trim.
@@ -271,13 +355,18 @@ fn main() {
     );
     println!();
     header("start-up, ms");
-    let startup = startup_ms([
+    let [g, d, p, l] = startup_ms([
         (&work.plain, None),
         (&work.direct, None),
         (&work.plain, Some(&library)),
         (&work.linked, None),
     ]);
-    row(&mut Vec::new(), "hello (spawn to exit)", startup);
+    let nan = f64::NAN;
+    row(
+        &mut Vec::new(),
+        "hello (spawn to exit)",
+        [g, d, p, l, nan, nan, nan],
+    );
 
     let chart = repo_root().join("docs/bench.png");
     match draw_chart(&chart, &time_rows) {
@@ -288,12 +377,15 @@ fn main() {
 
 /// The time ratios to glibc as grouped bars on a log scale: PNG for the
 /// README.
-fn draw_chart(path: &Path, rows: &[(String, [f64; 4])]) -> Result<(), Box<dyn std::error::Error>> {
+fn draw_chart(
+    path: &Path,
+    rows: &[(String, [f64; COLUMNS])],
+) -> Result<(), Box<dyn std::error::Error>> {
     use plotters::prelude::*;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let root = BitMapBackend::new(path, (1100, 560)).into_drawing_area();
+    let root = BitMapBackend::new(path, (1400, 600)).into_drawing_area();
     root.fill(&WHITE)?;
     let n = rows.len() as f64;
     let mut chart = ChartBuilder::on(&root)
@@ -315,14 +407,21 @@ fn draw_chart(path: &Path, rows: &[(String, [f64; 4])]) -> Result<(), Box<dyn st
     let series = [
         ("direct GC_malloc_uncollectable/GC_free", 1, RED),
         ("shim, preloaded", 2, BLUE),
-        ("shim, linked", 3, GREEN),
+        ("jemalloc (not scanned)", 4, RGBColor(150, 150, 150)),
+        ("mimalloc (not scanned)", 5, RGBColor(200, 160, 60)),
+        ("tcmalloc (not scanned)", 6, RGBColor(90, 170, 90)),
     ];
+    let width = 0.8 / series.len() as f64;
     for (k, (name, column, color)) in series.into_iter().enumerate() {
-        let bars = rows.iter().enumerate().map(|(i, (_, v))| {
-            let x0 = i as f64 + 0.15 + 0.23 * k as f64;
-            let ratio = (v[column] / v[0]).clamp(0.02, 60.0);
-            Rectangle::new([(x0, 0.02), (x0 + 0.2, ratio)], color.filled())
-        });
+        let bars = rows
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, v))| !v[column].is_nan())
+            .map(|(i, (_, v))| {
+                let x0 = i as f64 + 0.1 + width * k as f64;
+                let ratio = (v[column] / v[0]).clamp(0.02, 60.0);
+                Rectangle::new([(x0, 0.02), (x0 + width * 0.9, ratio)], color.filled())
+            });
         chart
             .draw_series(bars)?
             .label(name)

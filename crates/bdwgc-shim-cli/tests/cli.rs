@@ -148,7 +148,10 @@ fn check_a_static_executable_a_text_file_and_a_missing_file() {
         assert_eq!(out.status.code(), Some(2));
         let report = json(&out);
         assert_eq!(report["path"], path, "{report}");
-        assert!(report["error"].as_str().is_some_and(|e| !e.is_empty()), "{report}");
+        assert!(
+            report["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{report}"
+        );
     }
 }
 

@@ -28,7 +28,10 @@ fn succeed(command: &mut Command) -> String {
 /// Runs a program to its end (or fails the test after TIMEOUT), with the
 /// loader's path only as the command sets it.
 fn run(mut command: Command) -> Outcome {
-    if !command.get_envs().any(|(name, _)| name == "LD_LIBRARY_PATH") {
+    if !command
+        .get_envs()
+        .any(|(name, _)| name == "LD_LIBRARY_PATH")
+    {
         command.env_remove("LD_LIBRARY_PATH");
     }
     command
@@ -82,11 +85,15 @@ fn install_into_a_prefix_then_build_with_pkg_config() {
         assert!(prefix.join(file).exists(), "{file} not installed");
     }
     assert!(
-        readelf_dynamic(&lib.join("libbdwgc_shim.so")).contains("Library soname: [libbdwgc_shim.so.0]"),
+        readelf_dynamic(&lib.join("libbdwgc_shim.so"))
+            .contains("Library soname: [libbdwgc_shim.so.0]"),
         "no versioned SONAME"
     );
     let pc = std::fs::read_to_string(lib.join("pkgconfig/bdwgc-shim.pc")).unwrap();
-    assert!(pc.contains(&format!("prefix={}\n", prefix.display())), "{pc}");
+    assert!(
+        pc.contains(&format!("prefix={}\n", prefix.display())),
+        "{pc}"
+    );
 
     let pkg_config = |args: &[&str]| -> Vec<String> {
         let text = succeed(
@@ -211,7 +218,8 @@ fn a_fresh_rust_program_links_libgc_through_the_crate() {
     // The workspace's lock file pins the same libc, so nothing is fetched.
     std::fs::copy(repo_root().join("Cargo.lock"), app.join("Cargo.lock")).unwrap();
     std::fs::create_dir_all(app.join("src")).unwrap();
-    let body = std::fs::read_to_string(crate_dir.join("examples/common/std_threads_body.rs")).unwrap();
+    let body =
+        std::fs::read_to_string(crate_dir.join("examples/common/std_threads_body.rs")).unwrap();
     std::fs::write(
         app.join("src/main.rs"),
         format!(
@@ -286,10 +294,16 @@ fn cargo_build_release_builds_what_users_need() {
     packages.sort();
     packages.dedup();
     for wanted in ["bdwgc_shim", "bdwgc-shim"] {
-        assert!(packages.iter().any(|p| p == wanted), "{wanted} not built: {packages:?}");
+        assert!(
+            packages.iter().any(|p| p == wanted),
+            "{wanted} not built: {packages:?}"
+        );
     }
     let all = out.to_lowercase();
     for unwanted in ["bdwgc-alloc", "bdwgc_alloc", "bindgen", "clang-sys"] {
-        assert!(!all.contains(unwanted), "{unwanted} built by cargo build --release");
+        assert!(
+            !all.contains(unwanted),
+            "{unwanted} built by cargo build --release"
+        );
     }
 }

@@ -115,9 +115,9 @@ mod sys;
 #[cfg(shim_active)]
 mod threads;
 #[cfg(shim_active)]
-mod transfer;
-#[cfg(shim_active)]
 mod tls;
+#[cfg(shim_active)]
+mod transfer;
 
 /// A snapshot of the shim's counters. Mirrors `bdwgc_shim_stats` in
 /// `include/bdwgc_shim.h`; new fields are only ever added at the end.
