@@ -3,7 +3,7 @@
 //! or cannot be called. A block comes from one of three places, and `free`
 //! tells them apart without any record of its own:
 //!
-//! - blocks up to 1024 bytes: the shim's small-block region
+//! - blocks up to 8 KiB: the shim's small-block region
 //!   ([`crate::small`]), known by a range check;
 //! - blocks up to 256 MiB: the shim's large-block region ([`crate::large`]),
 //!   known the same way; aligned blocks (up to 2 MiB alignment) come from
@@ -25,7 +25,7 @@ use core::ptr;
 use core::sync::atomic::{AtomicPtr, Ordering};
 
 use crate::large::{self, MAX_LARGE};
-use crate::small::{self, MAX_SMALL};
+use crate::small::{self, MAX_FINE, MAX_SMALL};
 use crate::sys::{gc, glibc};
 use crate::tls::{self, ThreadState, MODE_COLLECTOR};
 use crate::{address_space, init, real, stats, threads};
@@ -97,9 +97,10 @@ enum Contents {
 /// slow path must decide.
 #[inline(always)]
 fn cached_small_block(me: &ThreadState, size: usize, contents: Contents) -> *mut c_void {
-    // Sizes 1..=MAX_SMALL (malloc(0) takes the slow path). Deferred frees
-    // wait for a slow path or the 256th allocation (stats::count_routed).
-    if size.wrapping_sub(1) >= MAX_SMALL || !me.may_allocate_fast() {
+    // Sizes 1..=MAX_FINE (malloc(0) and larger small blocks take the slow
+    // path). Deferred frees wait for a slow path or the 256th allocation
+    // (stats::count_routed).
+    if size.wrapping_sub(1) >= MAX_FINE || !me.may_allocate_fast() {
         return ptr::null_mut();
     }
     let class = small::class_of(size);
@@ -217,12 +218,11 @@ fn region_aligned(me: &ThreadState, align: usize, size: usize) -> *mut c_void {
         return ptr::null_mut();
     }
     release_deferred_frees_now();
-    let Some(rounded) = size.max(1).checked_next_multiple_of(align) else {
-        return ptr::null_mut();
-    };
-    if rounded <= MAX_SMALL {
-        // A class's size is its request rounded to 16: `rounded` exactly.
-        return region_small(me, small::class_of(rounded), Contents::Any);
+    if let Some(class) = small::aligned_class(size, align) {
+        let p = region_small(me, class, Contents::Any);
+        if !p.is_null() {
+            return p;
+        }
     }
     if size > MAX_LARGE {
         return ptr::null_mut();
@@ -467,7 +467,7 @@ pub unsafe fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
     let me = tls::current();
     if let Some(class) = small::class_of_block(p) {
         let usable = small::block_size(class);
-        if size <= usable && size > usable - 16 {
+        if size <= usable && small::class_of(size) == class {
             return p;
         }
         // SAFETY: a live region block of `usable` bytes (caller's contract).

@@ -1,4 +1,4 @@
-//! Large blocks (above [`MAX_SMALL`], up to [`MAX_LARGE`]) without libgc's
+//! Large blocks (above [`MAX_SMALL`](crate::small::MAX_SMALL), up to [`MAX_LARGE`]) without libgc's
 //! lock and without clearing them.
 //!
 //! glibc hands such blocks out in well under a microsecond and never touches
@@ -6,7 +6,8 @@
 //! block and counts it toward the next collection: 20-40 times slower. The
 //! shim keeps them in a second region of its own instead:
 //!
-//! - 72 size classes, four per doubling (1280 bytes to 256 MiB). Up to 2 MiB
+//! - 72 size classes, four per doubling (1280 bytes to 256 MiB; the 12 up to
+//!   8 KiB serve aligned blocks only, smaller ones the small region). Up to 2 MiB
 //!   a span (one 4 MiB unit) holds blocks of one class; each span keeps its
 //!   own free list, and each class a list of its spans that have free
 //!   blocks, under a spin lock; a pointer's class is one table lookup;
@@ -40,7 +41,10 @@ use crate::address_space::{self, GrowingRange, Placement, RegionBase};
 use crate::central::{ClassList, SpanState, SpanTable};
 use crate::purge;
 use crate::scan::Ranges;
-use crate::small::MAX_SMALL;
+
+/// The classes' sizes count from here (the first is 1280): requests up to
+/// [`MAX_SMALL`](crate::small::MAX_SMALL) go to the small region, so the first classes go unused.
+const CLASS_BASE: usize = 1024;
 use crate::spin::SpinLocked;
 
 /// The largest size served from the region; larger blocks come from libgc.
@@ -117,7 +121,7 @@ fn span(unit: usize) -> &'static SpanInfo {
 /// The class of a request of `size` bytes, `MAX_SMALL < size <= MAX_LARGE`.
 #[inline(always)]
 pub fn class_of(size: usize) -> usize {
-    debug_assert!(size > MAX_SMALL && size <= MAX_LARGE);
+    debug_assert!(size > CLASS_BASE && size <= MAX_LARGE);
     let s = size - 1;
     let log = (usize::BITS - 1 - s.leading_zeros()) as usize;
     (log - 10) * 4 + ((s >> (log - 2)) & 3)
@@ -652,11 +656,11 @@ mod tests {
 
     #[test]
     fn classes_cover_every_size_with_a_quarter_step() {
-        assert_eq!(class_of(MAX_SMALL + 1), 0);
+        assert_eq!(class_of(CLASS_BASE + 1), 0);
         assert_eq!(block_size(0), SMALLEST_BLOCK);
         assert_eq!(class_of(MAX_LARGE), CLASSES - 1);
         assert_eq!(block_size(CLASSES - 1), MAX_LARGE);
-        let mut size = MAX_SMALL + 1;
+        let mut size = CLASS_BASE + 1;
         while size <= MAX_LARGE {
             let class = class_of(size);
             assert!(block_size(class) >= size, "{size}");
@@ -677,7 +681,7 @@ mod tests {
     fn aligned_classes_exist_for_every_alignment_up_to_the_regions() {
         let mut align = 32;
         while align <= address_space::REGION_ALIGN {
-            let mut size = MAX_SMALL + 1;
+            let mut size = CLASS_BASE + 1;
             while size <= MAX_LARGE {
                 let class = aligned_class(size, align).expect("a class");
                 let block = block_size(class);

@@ -56,7 +56,7 @@
 //!
 //! # Cost and limits
 //!
-//! Blocks up to 1024 bytes come from the shim's own region through
+//! Blocks up to 8 KiB come from the shim's own region through
 //! per-thread caches, without libgc's lock; blocks up to 256 MiB from a
 //! second region. The collector scans the live blocks of both (a live byte
 //! or bit per block, read from libgc's root-pushing hook and a mark

@@ -7,7 +7,8 @@
 //! - one address range placed at start-up and mapped as it grows
 //!   ([`crate::address_space`]), handed out 64 KiB span by span; libgc
 //!   never collects it;
-//! - each span holds blocks of one size class (16 to 1024 bytes, every 16), so
+//! - each span holds blocks of one size class (16 to 1024 bytes, every 16;
+//!   then 1280 to 8192, four per doubling), so
 //!   a pointer's class is one table lookup, and "is this ours" is a range
 //!   check;
 //! - a live byte per block (one per 16-byte granule, set at the block's
@@ -39,18 +40,25 @@ use crate::spin::SpinLocked;
 use crate::transfer::{self, Batch, Parked};
 
 /// The largest size served from the region.
-pub const MAX_SMALL: usize = 1024;
+pub const MAX_SMALL: usize = 8192;
+/// Up to this size there is a class every 16 bytes, and malloc's fast path.
+pub const MAX_FINE: usize = 1024;
 const GRANULE: usize = 16;
-const CLASSES: usize = MAX_SMALL / GRANULE;
+const FINE_CLASSES: usize = MAX_FINE / GRANULE;
+/// Above [`MAX_FINE`], four classes per doubling: 1280, 1536, 1792, 2048,
+/// 2560, ... 8192 (as the large region's). A 64 KiB span of them wastes at
+/// most 4 KiB (5120 and 6144).
+const COARSE_CLASSES: usize = 12;
+const CLASSES: usize = FINE_CLASSES + COARSE_CLASSES;
 const SPAN_SHIFT: u32 = 16;
 const SPAN_SIZE: usize = 1 << SPAN_SHIFT;
 /// The region's address space: 4 GiB of small blocks at most.
 const REGION_SIZE: usize = 4 << 30;
 const MAX_SPANS: usize = REGION_SIZE / SPAN_SIZE;
 /// Blocks a thread keeps per class before it hands half of them back: 64
-/// small ones, fewer large ones (about 16 KiB a class, at least 16 blocks).
-/// Fewer means more trips to the shared central lists, whose lock two
-/// threads then pass back and forth.
+/// small ones, fewer large ones (about 16 KiB a class, at least 16 blocks;
+/// above 1 KiB about 32 KiB, at least 8). Fewer means more trips to the
+/// shared central lists, whose lock two threads then pass back and forth.
 #[inline(always)]
 fn thread_limit(class: usize) -> u16 {
     THREAD_LIMITS[class]
@@ -62,9 +70,14 @@ static THREAD_LIMITS: [u16; CLASSES] = {
     let mut limits = [0; CLASSES];
     let mut class = 0;
     while class < CLASSES {
-        let blocks = 16384 / ((class + 1) * GRANULE);
-        limits[class] = if blocks < 16 {
-            16
+        let (bytes, least) = if class < FINE_CLASSES {
+            (16384, 16)
+        } else {
+            (32768, 8)
+        };
+        let blocks = bytes / block_size(class);
+        limits[class] = if blocks < least {
+            least as u16
         } else if blocks > 64 {
             64
         } else {
@@ -113,7 +126,28 @@ pub const ADDRESS_SPACE: usize =
 /// [`block_size`] bytes.
 #[inline(always)]
 pub fn class_of(size: usize) -> usize {
-    size.saturating_sub(1) / GRANULE
+    if size <= MAX_FINE {
+        return size.saturating_sub(1) / GRANULE;
+    }
+    let s = size - 1;
+    let log = (usize::BITS - 1 - s.leading_zeros()) as usize;
+    FINE_CLASSES + (log - 10) * 4 + ((s >> (log - 2)) & 3)
+}
+
+/// The smallest class whose blocks hold `size` bytes and all start at a
+/// multiple of `align` (a power of two): spans start at multiples of
+/// 64 KiB, so a class whose size is a multiple of `align` will do. `None`
+/// when no class of the region does.
+pub fn aligned_class(size: usize, align: usize) -> Option<usize> {
+    let rounded = size.max(1).checked_next_multiple_of(align)?;
+    if rounded <= MAX_FINE {
+        // A fine class's size is its request rounded to 16: `rounded`.
+        return Some(class_of(rounded));
+    }
+    if size > MAX_SMALL {
+        return None;
+    }
+    (class_of(size.max(MAX_FINE + 1))..CLASSES).find(|&class| block_size(class) % align == 0)
 }
 
 /// Places the region and its live map; called once during initialization,
@@ -303,17 +337,22 @@ fn span_class_entry(base: usize, span: usize) -> &'static AtomicU8 {
 /// The class of a span from its class entry; `None` when unused.
 #[inline(always)]
 fn span_class(entry: &AtomicU8) -> Option<usize> {
-    match entry.load(Ordering::Acquire) {
-        0 => None,
-        // The table holds classes below CLASSES only; the mask shows the
-        // compiler that indexing per-class arrays cannot go out of bounds.
-        class_plus_one => Some((usize::from(class_plus_one) - 1) % CLASSES),
-    }
+    // 0 (unused) wraps around; the table holds classes below CLASSES only,
+    // and the test shows the compiler that per-class arrays are indexed
+    // within bounds.
+    let class = usize::from(entry.load(Ordering::Acquire)).wrapping_sub(1);
+    (class < CLASSES).then_some(class)
 }
 
 /// The usable size of blocks of `class`.
-pub fn block_size(class: usize) -> usize {
-    (class + 1) * GRANULE
+#[inline(always)]
+pub const fn block_size(class: usize) -> usize {
+    if class < FINE_CLASSES {
+        return (class + 1) * GRANULE;
+    }
+    let c = class - FINE_CLASSES;
+    let log = 10 + c / 4;
+    (1 << log) + (((c % 4) + 1) << (log - 2))
 }
 
 /// Zeroes the block of `class` at `p` (for calloc) with a loop of 16-byte
@@ -781,14 +820,54 @@ fn take_batch(list: &mut ClassList<SmallSpans>, size: usize, batch: u16) -> (*mu
 
 #[cfg(test)]
 mod tests {
-    use super::idle_live_map_page;
+    use super::*;
+
+    /// Every size up to MAX_SMALL has the smallest class that holds it; a
+    /// span holds whole blocks of each, wasting at most a sixteenth.
+    #[test]
+    fn classes_cover_every_size() {
+        assert_eq!(block_size(CLASSES - 1), MAX_SMALL);
+        assert_eq!(block_size(FINE_CLASSES), 1280);
+        for size in 1..=MAX_SMALL {
+            let class = class_of(size);
+            assert!(class < CLASSES && block_size(class) >= size, "{size}");
+            assert!(class == 0 || block_size(class - 1) < size, "{size}");
+            assert_eq!(block_size(class) % GRANULE, 0);
+        }
+        for class in 0..CLASSES {
+            assert!(SPAN_SIZE % block_size(class) <= SPAN_SIZE / 16, "{class}");
+            assert!(thread_limit(class) >= 8 && thread_limit(class) <= 64);
+        }
+    }
+
+    #[test]
+    fn aligned_classes_start_every_block_aligned() {
+        let mut align = 32;
+        while align <= SPAN_SIZE {
+            for size in (1..=MAX_SMALL).step_by(7) {
+                match aligned_class(size, align) {
+                    Some(class) => {
+                        let block = block_size(class);
+                        assert!(block >= size && block % align == 0, "{size} at {align}");
+                        assert!(block <= 2 * size.max(align), "{size} at {align}: {block}");
+                    }
+                    // Only for alignments no class size is a multiple of.
+                    None => assert!(
+                        size.next_multiple_of(align) > MAX_SMALL,
+                        "{size} at {align}"
+                    ),
+                }
+            }
+            align *= 2;
+        }
+    }
 
     /// With 4 KiB pages a span's live bytes fill a page of their own; with
     /// 16 and 64 KiB pages (aarch64) four and sixteen spans share one.
     #[test]
     fn a_live_map_page_goes_back_when_every_span_on_it_is_free() {
         for page in [4usize << 10, 16 << 10, 64 << 10] {
-            let per_page = (page / super::GRANULES_PER_SPAN).max(1);
+            let per_page = (page / GRANULES_PER_SPAN).max(1);
             for index in [0, 1, 5, 17, 100] {
                 let first = index - index % per_page;
                 assert_eq!(idle_live_map_page(index, per_page, |_| true), Some(first));
