@@ -562,16 +562,34 @@ pub unsafe fn reallocarray(p: *mut c_void, count: usize, size: usize) -> *mut c_
 }
 
 /// Memory aligned to `align`, which must be a power of two.
+#[inline]
 fn aligned(align: usize, size: usize) -> *mut c_void {
     debug_assert!(align.is_power_of_two());
     if align <= MALLOC_ALIGNMENT {
         return malloc(size);
     }
+    // The fast path, as malloc's: up to 1 KiB, a fine class's size is the
+    // request rounded up to the alignment, from this thread's cache.
+    let me = tls::current();
+    if size.wrapping_sub(1) < MAX_FINE && align <= MAX_FINE && me.may_allocate_fast() {
+        let rounded = (size + align - 1) & !(align - 1);
+        if rounded <= MAX_FINE {
+            let class = small::class_of(rounded);
+            let p = hand_out_small(me, me.cache.allocate(class), class, Contents::Any);
+            if !p.is_null() {
+                return p;
+            }
+        }
+    }
+    aligned_slow(me, align, size)
+}
+
+#[inline(never)]
+fn aligned_slow(me: &ThreadState, align: usize, size: usize) -> *mut c_void {
     if size > MAX_REQUEST {
         set_errno(libc::ENOMEM);
         return ptr::null_mut();
     }
-    let me = tls::current();
     if use_collector(me) {
         let p = region_aligned(me, align, size);
         debug_assert!(p as usize % align == 0);

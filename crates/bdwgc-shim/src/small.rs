@@ -147,7 +147,8 @@ pub fn aligned_class(size: usize, align: usize) -> Option<usize> {
     if size > MAX_SMALL {
         return None;
     }
-    (class_of(size.max(MAX_FINE + 1))..CLASSES).find(|&class| block_size(class) % align == 0)
+    // `align` is a power of two: a mask, not a division.
+    (class_of(size.max(MAX_FINE + 1))..CLASSES).find(|&class| block_size(class) & (align - 1) == 0)
 }
 
 /// Places the region and its live map; called once during initialization,
