@@ -72,7 +72,14 @@ pub fn unblock_collector_signals() {
 /// # Safety
 /// `set` must be null or point to an initialized `sigset_t`.
 pub unsafe fn note_mask_request(me: &ThreadState, how: c_int, set: *const libc::sigset_t) {
-    let suspend = collector_signals()[0];
+    // Inside GC_init the shim has not read the signals yet, and that is
+    // where libgc 8.3 starts the monitor when the program enables
+    // incremental mode first: ask libgc, whose getter (a plain read)
+    // answers before and during its initialization.
+    let suspend = match collector_signals()[0] {
+        known if known > 0 => known,
+        _ => gc::suspend_signal(),
+    };
     if set.is_null() || suspend <= 0 {
         return;
     }
