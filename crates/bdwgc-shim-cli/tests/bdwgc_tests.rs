@@ -929,10 +929,11 @@ fn assert_no_problems(problems: Vec<String>) {
 
 /// One libgc's programs at a time: the two tests would otherwise run side by
 /// side on this 2-core machine, and libgc 8.3's gctest (incremental
-/// collection with userfaultfd, 2 markers) then fails now and then with or
+/// collection with userfaultfd, 2 markers) then fails now and then, with or
 /// without the shim ("Signals delivery fails constantly", or a forked child
-/// that hangs starting its markers): 1 run in 30 plain and 4 in 30 with the
-/// shim preloaded, three at once beside a busy loop; 0 in 20 each alone.
+/// that hangs starting its markers): three at once beside a busy loop, 1
+/// run in 30 plain and 1 in 60 with the shim preloaded (4 in 30 while the
+/// shim registered libgc's userfaultfd monitor); 0 in 20 each alone.
 static ONE_LIBGC_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// Against the system's shared libgc 8.2.2, the programs that build with
