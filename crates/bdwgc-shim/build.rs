@@ -32,6 +32,7 @@ fn main() {
 fn link_libgc(native: bool) {
     println!("cargo:rerun-if-env-changed=BDWGC_SHIM_LIBGC_STATIC");
     println!("cargo:rerun-if-env-changed=PKG_CONFIG_PATH");
+    println!("cargo:rerun-if-env-changed=PKG_CONFIG");
     let static_gc = std::env::var_os("CARGO_FEATURE_STATIC_LIBGC").is_some()
         || std::env::var("BDWGC_SHIM_LIBGC_STATIC").is_ok_and(|v| v == "1");
     // pkg-config describes the build machine's libgc; a cross-build leaves

@@ -48,6 +48,11 @@ fn exited(outcome: &Outcome, code: i32) -> bool {
     matches!(outcome.ending, Ending::Exited(c) if c == code)
 }
 
+/// The cargo that runs these tests.
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
 fn readelf_dynamic(path: &Path) -> String {
     succeed(Command::new("readelf").arg("-d").arg(path))
 }
@@ -236,7 +241,7 @@ fn a_fresh_rust_program_links_libgc_through_the_crate() {
         (None, Some("1"), true),
     ];
     for (features, static_env, static_gc) in ways {
-        let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        let mut cargo = cargo();
         cargo
             .current_dir(&app)
             .args(["build", "--release", "--offline", "--target-dir"])
@@ -274,11 +279,11 @@ fn a_fresh_rust_program_links_libgc_through_the_crate() {
 /// clang and autotools.
 #[test]
 fn cargo_build_release_builds_what_users_need() {
-    let out = succeed(
-        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .current_dir(repo_root())
-            .args(["build", "--release", "--message-format=json"]),
-    );
+    let out = succeed(cargo().current_dir(repo_root()).args([
+        "build",
+        "--release",
+        "--message-format=json",
+    ]));
     let mut packages: Vec<String> = out
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())

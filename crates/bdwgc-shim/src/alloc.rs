@@ -568,17 +568,15 @@ fn aligned(align: usize, size: usize) -> *mut c_void {
     if align <= MALLOC_ALIGNMENT {
         return malloc(size);
     }
-    // The fast path, as malloc's: up to 1 KiB, a fine class's size is the
-    // request rounded up to the alignment, from this thread's cache.
+    // malloc's fast path: up to 1 KiB a fine class's size is the request
+    // rounded to 16, so the request rounded to the alignment (a mask, not a
+    // division) has a class of aligned blocks.
     let me = tls::current();
-    if size.wrapping_sub(1) < MAX_FINE && align <= MAX_FINE && me.may_allocate_fast() {
+    if size <= MAX_FINE && align <= MAX_FINE {
         let rounded = (size + align - 1) & !(align - 1);
-        if rounded <= MAX_FINE {
-            let class = small::class_of(rounded);
-            let p = hand_out_small(me, me.cache.allocate(class), class, Contents::Any);
-            if !p.is_null() {
-                return p;
-            }
+        let p = cached_small_block(me, rounded, Contents::Any);
+        if !p.is_null() {
+            return p;
         }
     }
     aligned_slow(me, align, size)

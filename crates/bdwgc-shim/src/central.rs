@@ -33,6 +33,24 @@ unsafe fn next_free(block: *mut c_void, size: usize) -> *mut c_void {
     }
 }
 
+/// Classes above 1 KiB, in both regions: four per doubling, 1280, 1536,
+/// 1792, 2048, 2560, ... (each 5, 6, 7 or 8 quarters of a power of two).
+/// The index of the smallest that holds `size` bytes, `size > 1024`.
+#[inline(always)]
+pub fn quarter_class_of(size: usize) -> usize {
+    debug_assert!(size > 1024);
+    let s = size - 1;
+    let log = (usize::BITS - 1 - s.leading_zeros()) as usize;
+    (log - 10) * 4 + ((s >> (log - 2)) & 3)
+}
+
+/// The size of quarter class `index` ([`quarter_class_of`]).
+#[inline(always)]
+pub const fn quarter_class_size(index: usize) -> usize {
+    let log = 10 + index / 4;
+    (1 << log) + (((index % 4) + 1) << (log - 2))
+}
+
 /// Blocks a span may have for [`ClassList::discard_free_pages`]: a 64 KiB
 /// span of 16-byte blocks, or 4 MiB of 1,280-byte ones.
 const MAX_SPAN_BLOCKS: usize = 4096;

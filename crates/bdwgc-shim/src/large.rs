@@ -1,5 +1,5 @@
-//! Large blocks (above [`MAX_SMALL`](crate::small::MAX_SMALL), up to [`MAX_LARGE`]) without libgc's
-//! lock and without clearing them.
+//! Large blocks (above [`MAX_SMALL`](crate::small::MAX_SMALL), up to
+//! [`MAX_LARGE`]) without libgc's lock and without clearing them.
 //!
 //! glibc hands such blocks out in well under a microsecond and never touches
 //! their pages. `GC_malloc_uncollectable` takes libgc's lock, clears the whole
@@ -38,13 +38,9 @@ use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use crate::address_space::{self, GrowingRange, Placement, RegionBase};
-use crate::central::{ClassList, SpanState, SpanTable};
+use crate::central::{self, ClassList, SpanState, SpanTable};
 use crate::purge;
 use crate::scan::Ranges;
-
-/// The classes' sizes count from here (the first is 1280): requests up to
-/// [`MAX_SMALL`](crate::small::MAX_SMALL) go to the small region, so the first classes go unused.
-const CLASS_BASE: usize = 1024;
 use crate::spin::SpinLocked;
 
 /// The largest size served from the region; larger blocks come from libgc.
@@ -64,8 +60,8 @@ const RETURN_ABOVE: usize = 1 << 20;
 /// The [`unit_class`] entry of a unit that continues a multi-unit span.
 const CONTINUATION: u8 = u8::MAX;
 
-/// The region's start (0 until it is placed); before it, a byte per unit
-/// ([`unit_class`]).
+/// The region's start (unplaced until its span table is ready); before it,
+/// a byte per unit ([`unit_class`]).
 static REGION_BASE: RegionBase = RegionBase::unplaced();
 /// The region's address space, mapped a unit at a time.
 static REGION: GrowingRange = GrowingRange::new(REGION_SIZE, UNIT);
@@ -118,20 +114,20 @@ fn span(unit: usize) -> &'static SpanInfo {
     unsafe { &*SPANS.load(Ordering::Relaxed).add(unit % UNITS) }
 }
 
-/// The class of a request of `size` bytes, `MAX_SMALL < size <= MAX_LARGE`.
+/// The class of a request of `size` bytes, `1024 < size <= MAX_LARGE`: the
+/// quarter classes from 1280 bytes. Requests up to
+/// [`MAX_SMALL`](crate::small::MAX_SMALL) go to the small region, so its
+/// first classes serve aligned blocks only.
 #[inline(always)]
 pub fn class_of(size: usize) -> usize {
-    debug_assert!(size > CLASS_BASE && size <= MAX_LARGE);
-    let s = size - 1;
-    let log = (usize::BITS - 1 - s.leading_zeros()) as usize;
-    (log - 10) * 4 + ((s >> (log - 2)) & 3)
+    debug_assert!(size <= MAX_LARGE);
+    central::quarter_class_of(size)
 }
 
 /// The usable size of blocks of `class`.
 #[inline(always)]
 pub fn block_size(class: usize) -> usize {
-    let log = 10 + class / 4;
-    (1 << log) + (((class % 4) + 1) << (log - 2))
+    central::quarter_class_size(class)
 }
 
 /// The smallest class for `size` bytes (`MAX_SMALL < size <= MAX_LARGE`)
@@ -142,7 +138,8 @@ pub fn block_size(class: usize) -> usize {
 /// class found is at most twice the size (4,097 bytes at 4 KiB: 8 KiB).
 pub fn aligned_class(size: usize, align: usize) -> Option<usize> {
     debug_assert!(align.is_power_of_two() && align <= address_space::REGION_ALIGN);
-    (class_of(size)..CLASSES).find(|&class| block_size(class) % align == 0)
+    // `align` is a power of two: a mask, not a division.
+    (class_of(size)..CLASSES).find(|&class| block_size(class) & (align - 1) == 0)
 }
 
 fn span_units(class: usize) -> usize {
@@ -656,11 +653,11 @@ mod tests {
 
     #[test]
     fn classes_cover_every_size_with_a_quarter_step() {
-        assert_eq!(class_of(CLASS_BASE + 1), 0);
+        assert_eq!(class_of(1025), 0);
         assert_eq!(block_size(0), SMALLEST_BLOCK);
         assert_eq!(class_of(MAX_LARGE), CLASSES - 1);
         assert_eq!(block_size(CLASSES - 1), MAX_LARGE);
-        let mut size = CLASS_BASE + 1;
+        let mut size = 1025;
         while size <= MAX_LARGE {
             let class = class_of(size);
             assert!(block_size(class) >= size, "{size}");
@@ -681,7 +678,7 @@ mod tests {
     fn aligned_classes_exist_for_every_alignment_up_to_the_regions() {
         let mut align = 32;
         while align <= address_space::REGION_ALIGN {
-            let mut size = CLASS_BASE + 1;
+            let mut size = 1025;
             while size <= MAX_LARGE {
                 let class = aligned_class(size, align).expect("a class");
                 let block = block_size(class);

@@ -34,7 +34,7 @@ use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering};
 
 use crate::address_space::{self, GrowingRange, Placement, RegionBase};
-use crate::central::{ClassList, SpanState, SpanTable};
+use crate::central::{self, ClassList, SpanState, SpanTable};
 use crate::purge;
 use crate::spin::SpinLocked;
 use crate::transfer::{self, Batch, Parked};
@@ -45,9 +45,9 @@ pub const MAX_SMALL: usize = 8192;
 pub const MAX_FINE: usize = 1024;
 const GRANULE: usize = 16;
 const FINE_CLASSES: usize = MAX_FINE / GRANULE;
-/// Above [`MAX_FINE`], four classes per doubling: 1280, 1536, 1792, 2048,
-/// 2560, ... 8192 (as the large region's). A 64 KiB span of them wastes at
-/// most 4 KiB (5120 and 6144).
+/// Above [`MAX_FINE`], the quarter classes ([`central::quarter_class_of`],
+/// as the large region's): 1280, 1536, 1792, 2048, 2560, ... 8192. A 64 KiB
+/// span of them wastes at most 4 KiB (5120 and 6144).
 const COARSE_CLASSES: usize = 12;
 const CLASSES: usize = FINE_CLASSES + COARSE_CLASSES;
 const SPAN_SHIFT: u32 = 16;
@@ -94,8 +94,8 @@ fn batch(class: usize) -> u16 {
     thread_limit(class) / 2
 }
 
-/// The region's start (0 until it is placed and its map too); before it, a
-/// byte per span: the span's class plus one (0: not in use), read through
+/// The region's start (unplaced until its map and tables are ready); before
+/// it, a byte per span: the span's class plus one (0: not in use), read through
 /// [`span_class_entry`].
 static REGION_BASE: RegionBase = RegionBase::unplaced();
 /// The region's address space, mapped 2 MiB at a time as spans are handed
@@ -129,9 +129,7 @@ pub fn class_of(size: usize) -> usize {
     if size <= MAX_FINE {
         return size.saturating_sub(1) / GRANULE;
     }
-    let s = size - 1;
-    let log = (usize::BITS - 1 - s.leading_zeros()) as usize;
-    FINE_CLASSES + (log - 10) * 4 + ((s >> (log - 2)) & 3)
+    FINE_CLASSES + central::quarter_class_of(size)
 }
 
 /// The smallest class whose blocks hold `size` bytes and all start at a
@@ -351,9 +349,7 @@ pub const fn block_size(class: usize) -> usize {
     if class < FINE_CLASSES {
         return (class + 1) * GRANULE;
     }
-    let c = class - FINE_CLASSES;
-    let log = 10 + c / 4;
-    (1 << log) + (((c % 4) + 1) << (log - 2))
+    central::quarter_class_size(class - FINE_CLASSES)
 }
 
 /// Zeroes the block of `class` at `p` (for calloc) with a loop of 16-byte
