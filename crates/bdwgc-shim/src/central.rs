@@ -77,11 +77,16 @@ pub struct SpanState {
     /// Neighbours in the class's list of spans with free blocks.
     previous: AtomicU32,
     next: AtomicU32,
-    /// When a purge check first saw all of the span's carved blocks free
-    /// ([`crate::purge::now_ms`], never 0); 0 when not seen so or taken
-    /// from since.
+    /// When a purge check first saw the span's free list as it is now
+    /// ([`crate::purge::now_ms`], odd); 0 when its list changed since the
+    /// last check; [`DISCARDED`] when its free pages went back to the
+    /// kernel and its list has not changed since.
     since: AtomicU32,
 }
+
+/// [`SpanState::since`] of a span whose whole free pages were discarded:
+/// even, so no clock stamp.
+const DISCARDED: u32 = 2;
 
 impl SpanState {
     /// Forgets the span's blocks: it is new to a class, or leaves it.
@@ -97,6 +102,31 @@ impl SpanState {
 pub trait SpanTable {
     /// The state of span `index`.
     fn span(index: usize) -> &'static SpanState;
+}
+
+/// What a purge check asks of a span: whether its free list has stayed as
+/// it is for the purge delay. `due(since)` says whether a list unchanged
+/// since the clock read `since` has; `everything` (`malloc_trim`) takes
+/// every span as settled. A span whose list changed since the last check
+/// is stamped `now`: the free path reads no clock, and the delay is counted
+/// from the first check that sees the list so.
+pub struct PurgeCheck<D: Fn(u32) -> bool> {
+    pub now: u32,
+    pub due: D,
+    pub everything: bool,
+}
+
+impl<D: Fn(u32) -> bool> PurgeCheck<D> {
+    fn is_settled(&self, state: &SpanState) -> bool {
+        let since = state.since.load(Ordering::Relaxed);
+        if self.everything || (since != 0 && (self.due)(since)) {
+            return true;
+        }
+        if since == 0 {
+            state.since.store(self.now | 1, Ordering::Relaxed);
+        }
+        false
+    }
 }
 
 /// A class's spans with free blocks, and the span it carves new blocks
@@ -213,7 +243,7 @@ impl<T: SpanTable> ClassList<T> {
             if free_count == 1 {
                 self.unlink(index);
             }
-            // In use again: a purge check starts its delay afresh.
+            // Its list changed: a purge check starts its delay afresh.
             state.since.store(0, Ordering::Relaxed);
             return Some((block, freed_zeroed));
         }
@@ -248,20 +278,17 @@ impl<T: SpanTable> ClassList<T> {
         if free_count == 0 {
             self.push_partial(index);
         }
+        // Its list changed: a purge check starts its delay afresh.
+        state.since.store(0, Ordering::Relaxed);
         self.is_wholly_free(index, size)
     }
 
     /// Takes out of the class up to `out.len()` idle spans (the one being
-    /// carved too) that have been idle since a check before `now` that
-    /// `due` accepts, or all idle spans with `everything`; writes their
-    /// indexes to `out` and returns how many. An idle span seen for the
-    /// first time is stamped `now`: the free path reads no clock, and the
-    /// delay is counted from the first check that sees the span idle.
-    pub fn take_idle(
+    /// carved too) that `check` finds settled; writes their indexes to
+    /// `out` and returns how many.
+    pub fn take_idle<D: Fn(u32) -> bool>(
         &mut self,
-        now: u32,
-        due: impl Fn(u32) -> bool,
-        everything: bool,
+        check: &PurgeCheck<D>,
         out: &mut [usize],
     ) -> usize {
         let mut count = 0;
@@ -270,32 +297,30 @@ impl<T: SpanTable> ClassList<T> {
             let index = next as usize - 1;
             let state = T::span(index);
             next = state.next.load(Ordering::Relaxed);
-            if !self.is_idle(index) {
-                continue;
-            }
-            let since = state.since.load(Ordering::Relaxed);
-            if everything || (since != 0 && due(since)) {
+            if self.is_idle(index) && check.is_settled(state) {
                 self.remove_span(index);
                 out[count] = index;
                 count += 1;
-            } else if since == 0 {
-                state.since.store(now | 1, Ordering::Relaxed);
             }
         }
         count
     }
 
     /// Gives back to the kernel the whole pages of free blocks in the spans
-    /// that still hold allocated ones (`malloc_trim`; wholly free spans go
-    /// with [`ClassList::take_idle`]). Each span's list is rewritten in
-    /// address order, a block followed by its free neighbour linking to it
-    /// by a zero word, so that only the page holding the last link of each
-    /// run of free blocks must stay; `discard(start, len)` is called for
-    /// the rest, under the class's lock (a block taken after it would be
-    /// zeroed by a late discard). `start_of(index)` is span `index`'s
-    /// address, `page` the page size.
-    pub fn discard_free_pages(
+    /// that still hold allocated ones and that `check` finds settled
+    /// (wholly free spans go with [`ClassList::take_idle`]). A span's pages
+    /// are discarded once; the next change to its list starts its delay
+    /// again.
+    ///
+    /// Each span's list is rewritten in address order, a block followed by
+    /// its free neighbour linking to it by a zero word, so that only the
+    /// page holding the last link of each run of free blocks must stay;
+    /// `discard(start, len)` is called for the rest, under the class's lock
+    /// (a block taken after it would be zeroed by a late discard).
+    /// `start_of(index)` is span `index`'s address, `page` the page size.
+    pub fn discard_free_pages<D: Fn(u32) -> bool>(
         &mut self,
+        check: &PurgeCheck<D>,
         size: usize,
         page: usize,
         start_of: impl Fn(usize) -> usize,
@@ -306,9 +331,13 @@ impl<T: SpanTable> ClassList<T> {
             let index = next as usize - 1;
             let state = T::span(index);
             next = state.next.load(Ordering::Relaxed);
-            if !self.is_idle(index) {
+            if self.is_idle(index) || state.since.load(Ordering::Relaxed) == DISCARDED {
+                continue;
+            }
+            if check.is_settled(state) {
                 // SAFETY: the span is on this class's list, under its lock.
                 unsafe { relink_in_order(state, start_of(index), size, page, &mut discard) };
+                state.since.store(DISCARDED, Ordering::Relaxed);
             }
         }
     }
@@ -414,7 +443,8 @@ mod tests {
     /// The page sizes of aarch64 kernels (x86_64 has the first).
     const PAGE_SIZES: [usize; 3] = [4 << 10, 16 << 10, 64 << 10];
 
-    static STATES: [SpanState; 2] = [const {
+    /// One per test that runs at the same time as the others.
+    static STATES: [SpanState; 3] = [const {
         SpanState {
             free: AtomicPtr::new(ptr::null_mut()),
             free_count: AtomicU32::new(0),
@@ -423,7 +453,7 @@ mod tests {
             next: AtomicU32::new(0),
             since: AtomicU32::new(0),
         }
-    }; 2];
+    }; 3];
 
     struct TestSpans;
 
@@ -468,7 +498,13 @@ mod tests {
             assert!(!unsafe { list.put_block((start + n * size) as *mut c_void, 0, size) });
         }
         let mut discarded = Vec::new();
+        let trim = PurgeCheck {
+            now: 0,
+            due: |_| false,
+            everything: true,
+        };
         list.discard_free_pages(
+            &trim,
             size,
             page,
             |_| start,
@@ -519,6 +555,59 @@ mod tests {
         }
     }
 
+    /// A span in use gives its free pages back once its list has stayed
+    /// as it is for the delay, and once only until the list changes.
+    #[test]
+    fn free_pages_of_a_span_in_use_go_back_once_its_list_settles() {
+        let page = 4096;
+        let start = span_memory(page);
+        let size = 1024;
+        let blocks = SPAN / size;
+        let mut list = ClassList::<TestSpans>::new();
+        list.start_carving(2, start, start + blocks * size, true);
+        let taken: Vec<*mut c_void> = (0..blocks)
+            .map(|_| list.take_block(size, false).unwrap().0)
+            .collect();
+        // Blocks 8..32 free: pages 2 to 7.
+        for &p in &taken[8..32] {
+            // SAFETY: a block of span 2 taken above, freed once.
+            unsafe { list.put_block(p, 2, size) };
+        }
+        let check = |list: &mut ClassList<TestSpans>, now: u32| {
+            let mut pages = 0;
+            let check = PurgeCheck {
+                now,
+                due: |since: u32| now.wrapping_sub(since) >= 1000,
+                everything: false,
+            };
+            list.discard_free_pages(
+                &check,
+                size,
+                page,
+                |_| start,
+                |_, len| {
+                    pages += len / page;
+                },
+            );
+            pages
+        };
+        assert_eq!(check(&mut list, 100), 0, "first seen: stamped");
+        assert_eq!(check(&mut list, 600), 0, "not due yet");
+        // The run's last link is never read: its page goes too.
+        assert_eq!(check(&mut list, 1200), 6, "due");
+        assert_eq!(check(&mut list, 5000), 0, "discarded already");
+        // SAFETY: as above.
+        unsafe { list.put_block(taken[40], 2, size) };
+        assert_eq!(check(&mut list, 5100), 0, "changed: stamped again");
+        // Block 40 shares its page with blocks in use; block 31 now links
+        // to it, so that page stays.
+        assert_eq!(check(&mut list, 6200), 5, "due again");
+        assert_eq!(list.take_block(size, false).unwrap().0, taken[8]);
+        assert_eq!(check(&mut list, 6300), 0, "changed again");
+        // Block 8 is in use again: page 2 stays.
+        assert_eq!(check(&mut list, 7400), 4, "due again");
+    }
+
     #[test]
     fn an_idle_span_is_reported_wholly_free_once_it_cannot_carve() {
         let start = span_memory(4096);
@@ -536,8 +625,13 @@ mod tests {
         // SAFETY: as above.
         assert!(unsafe { list.put_block(c, 1, size) });
         let mut out = [0; 4];
-        assert_eq!(list.take_idle(10, |_| false, false, &mut out), 0);
-        assert_eq!(list.take_idle(20, |since| since == 11, false, &mut out), 1);
+        let check = |now, due: fn(u32) -> bool| PurgeCheck {
+            now,
+            due,
+            everything: false,
+        };
+        assert_eq!(list.take_idle(&check(10, |_| false), &mut out), 0);
+        assert_eq!(list.take_idle(&check(20, |since| since == 11), &mut out), 1);
         assert_eq!(out[0], 1);
         assert!(list.take_block(size, false).is_none());
     }

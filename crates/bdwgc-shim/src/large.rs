@@ -18,7 +18,8 @@
 //!   their pages for the purge delay ([`crate::purge`]), so a buffer that
 //!   is replaced or grows again does not fault them in again; a span of
 //!   smaller blocks stays with its class while it is wholly free, for the
-//!   same delay. Then their units are unmapped: memory and address space
+//!   same delay, and one still in use gives back the pages of its free
+//!   blocks once its free list has not changed for the delay. Then their units are unmapped: memory and address space
 //!   go back to the kernel, and come back zero;
 //! - a live bit per block. The collector scans live blocks only
 //!   ([`crate::scan`]). A freed block is not scanned, so it needs no
@@ -576,6 +577,7 @@ pub fn purge(now: u32, everything: bool) -> bool {
     if REGION_BASE.get().is_none() {
         return false;
     }
+    let check = purge::span_check(now, everything);
     let mut released = false;
     for (class, list) in CLASS_LISTS.iter().enumerate() {
         if blocks_per_span(class) == 1 {
@@ -585,8 +587,7 @@ pub fn purge(now: u32, everything: bool) -> bool {
             // A few spans at a time, so that the class's lock is not held
             // long; they are unmapped outside it.
             let mut due = [0usize; 16];
-            let is_due = |since| purge::is_due(since, now);
-            let count = list.with(|list| list.take_idle(now, is_due, everything, &mut due));
+            let count = list.with(|list| list.take_idle(&check, &mut due));
             for &unit in &due[..count] {
                 release_units(unit, span_units(class), true);
             }
@@ -595,20 +596,21 @@ pub fn purge(now: u32, everything: bool) -> bool {
                 break;
             }
         }
-        if everything {
-            let base = REGION_BASE.placed();
-            let page = address_space::page_size();
-            list.with(|list| {
-                let start_of = |unit| base + unit * UNIT;
-                list.discard_free_pages(block_size(class), page, start_of, |from, len| {
-                    // SAFETY: whole pages of free blocks on the class's
-                    // lists, which no one reads while its lock is held;
-                    // their links read as zero afterwards, as written.
-                    unsafe { address_space::discard(from, len) };
-                    released = true;
-                })
-            });
-        }
+        // The whole free pages of spans still in use whose lists have not
+        // changed for the delay (all of them with `everything`).
+        let base = REGION_BASE.placed();
+        let page = address_space::page_size();
+        list.with(|list| {
+            let start_of = |unit| base + unit * UNIT;
+            let size = block_size(class);
+            list.discard_free_pages(&check, size, page, start_of, |from, len| {
+                // SAFETY: whole pages of free blocks on the class's lists,
+                // which no one reads while its lock is held; their links
+                // read as zero afterwards, as written.
+                unsafe { address_space::discard(from, len) };
+                released = true;
+            })
+        });
     }
     let due =
         |unit: usize| everything || purge::is_due(span(unit).freed_at.load(Ordering::Relaxed), now);

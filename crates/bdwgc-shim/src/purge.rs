@@ -4,7 +4,9 @@
 //! keeps its pages for a while, so that a program that frees and allocates
 //! again does not fault them in again; once it has been free for the purge
 //! delay it is purged: its pages are given back to the kernel, and it
-//! becomes reusable by any size class. The delay is
+//! becomes reusable by any size class. A span that still holds allocated
+//! blocks gives back the whole pages of its free ones once its free list
+//! has stayed unchanged for the delay. The delay is
 //! `BDWGC_SHIM_PURGE_DELAY_MS` milliseconds, [`DEFAULT_DELAY_MS`] unless
 //! set; 0 purges as soon as a span is free.
 //!
@@ -21,6 +23,7 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
+use crate::central::PurgeCheck;
 use crate::{large, small};
 
 /// jemalloc waits 10 s, mimalloc 10 ms. Measured with the benchmarks: at 0
@@ -97,6 +100,16 @@ pub fn now_ms() -> u32 {
 /// Whether what became free at `since` is due for purging at `now`.
 pub fn is_due(since: u32, now: u32) -> bool {
     now.wrapping_sub(since) >= delay_ms()
+}
+
+/// What a check at `now` asks of the regions' spans (all of them settled
+/// with `everything`).
+pub fn span_check(now: u32, everything: bool) -> PurgeCheck<impl Fn(u32) -> bool> {
+    PurgeCheck {
+        now,
+        due: move |since| is_due(since, now),
+        everything,
+    }
 }
 
 /// Whether a span or unit that has just become free is purged now: when

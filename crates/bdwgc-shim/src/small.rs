@@ -23,7 +23,9 @@
 //!   lock taken once per batch;
 //! - a span whose blocks are all back (none allocated, none in a thread's
 //!   cache) leaves its class after the purge delay ([`crate::purge`]): its
-//!   pages go back to the kernel and any class may take it next.
+//!   pages go back to the kernel and any class may take it next. A span
+//!   still in use gives back the whole pages of its free blocks once its
+//!   free list has not changed for the delay.
 //!
 //! When the range cannot be placed, or cannot grow (used up, or refused by
 //! `RLIMIT_AS`), small blocks come from libgc like the others.
@@ -545,6 +547,7 @@ pub fn purge(now: u32, everything: bool) -> bool {
         return false;
     };
     let page = address_space::page_size();
+    let check = purge::span_check(now, everything);
     let mut released = false;
     for (class, list) in CLASS_LISTS.iter().enumerate() {
         // Batches parked through a whole check (or all, with `everything`)
@@ -560,8 +563,7 @@ pub fn purge(now: u32, everything: bool) -> bool {
             // A few spans at a time, so that the class's lock is not held
             // long; their pages are given back outside it.
             let mut due = [0usize; 16];
-            let is_due = |since| purge::is_due(since, now);
-            let count = list.with(|list| list.take_idle(now, is_due, everything, &mut due));
+            let count = list.with(|list| list.take_idle(&check, &mut due));
             for &index in &due[..count] {
                 release_span(index);
             }
@@ -570,18 +572,19 @@ pub fn purge(now: u32, everything: bool) -> bool {
                 break;
             }
         }
-        if everything {
-            list.with(|list| {
-                let start_of = |index| base + index * SPAN_SIZE;
-                list.discard_free_pages(block_size(class), page, start_of, |from, len| {
-                    // SAFETY: whole pages of free blocks on the class's
-                    // lists, which no one reads while its lock is held;
-                    // their links read as zero afterwards, as written.
-                    unsafe { address_space::discard(from, len) };
-                    released = true;
-                })
-            });
-        }
+        // The whole free pages of spans still in use whose lists have not
+        // changed for the delay (all of them with `everything`).
+        list.with(|list| {
+            let start_of = |index| base + index * SPAN_SIZE;
+            let size = block_size(class);
+            list.discard_free_pages(&check, size, page, start_of, |from, len| {
+                // SAFETY: whole pages of free blocks on the class's lists,
+                // which no one reads while its lock is held; their links
+                // read as zero afterwards, as written.
+                unsafe { address_space::discard(from, len) };
+                released = true;
+            })
+        });
     }
     released
 }
