@@ -7,7 +7,7 @@
  *           compares it with glibc's after its own trim;
  *   "idle": without malloc_trim, under light activity (a few allocations a
  *           millisecond), RSS falls below a quarter of its peak within ten
- *           seconds (the shim's purge delay is one second).
+ *           seconds (the shim's purge delay is a quarter of a second).
  * With the shim, its own count of resident bytes (bdwgc_shim_get_stats) must
  * agree with RSS: most of it at the peak, no more than all of it after, also
  * after collections, which read never-written pages of blocks they scan.

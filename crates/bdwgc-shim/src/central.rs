@@ -1,6 +1,7 @@
 //! What both regions keep for a size class: each span of the class has its
-//! own list of free blocks, and the class a list of the spans that have free
-//! blocks, plus the span it carves new blocks from. All of it is guarded by
+//! own list of free blocks, and the class four lists of the spans that have
+//! free blocks, by how full they are (blocks are taken from the fullest
+//! first), plus the span it carves new blocks from. All of it is guarded by
 //! the class's spin lock.
 //!
 //! Free lists per span rather than one per class: a span whose blocks are
@@ -55,6 +56,18 @@ pub const fn quarter_class_size(index: usize) -> usize {
 /// span of 16-byte blocks, or 4 MiB of 1,280-byte ones.
 const MAX_SPAN_BLOCKS: usize = 4096;
 
+/// How many lists of spans with free blocks a class keeps, by fullness.
+const BUCKETS: usize = 4;
+
+/// The list for a span with `free` of its `carved` blocks free: 0 when at
+/// most a quarter are, 3 when more than three quarters are.
+#[inline(always)]
+fn fullness(free: u32, carved: u32) -> usize {
+    let free = free as u64 * BUCKETS as u64;
+    let carved = carved as u64;
+    usize::from(free > carved) + usize::from(free > 2 * carved) + usize::from(free > 3 * carved)
+}
+
 /// A span in a list: its index plus one; 0 for none.
 type Link = u32;
 
@@ -77,6 +90,9 @@ pub struct SpanState {
     /// Neighbours in the class's list of spans with free blocks.
     previous: AtomicU32,
     next: AtomicU32,
+    /// Which of the class's lists of spans with free blocks holds the span
+    /// ([`fullness`]).
+    bucket: AtomicU32,
     /// When a purge check first saw the span's free list as it is now
     /// ([`crate::purge::now_ms`], odd); 0 when its list changed since the
     /// last check; [`DISCARDED`] when its free pages went back to the
@@ -133,7 +149,10 @@ impl<D: Fn(u32) -> bool> PurgeCheck<D> {
 /// from, `[carve_next, carve_end)`, in the region whose span table is `T`.
 pub struct ClassList<T: SpanTable> {
     table: PhantomData<T>,
-    partial: Link,
+    /// Spans with free blocks, by [`fullness`]: blocks are taken from the
+    /// fullest first, so that the emptiest become wholly free and can be
+    /// purged rather than each keeping a few blocks in use.
+    partial: [Link; BUCKETS],
     carve_span: Link,
     carve_next: usize,
     carve_end: usize,
@@ -145,7 +164,7 @@ impl<T: SpanTable> ClassList<T> {
     pub const fn new() -> Self {
         ClassList {
             table: PhantomData,
-            partial: 0,
+            partial: [0; BUCKETS],
             carve_span: 0,
             carve_next: 0,
             carve_end: 0,
@@ -169,16 +188,18 @@ impl<T: SpanTable> ClassList<T> {
         self.carve_zeroed = zeroed;
     }
 
-    fn push_partial(&mut self, index: usize) {
+    fn push_partial(&mut self, index: usize, bucket: usize) {
         let state = T::span(index);
+        let head = self.partial[bucket];
         state.previous.store(0, Ordering::Relaxed);
-        state.next.store(self.partial, Ordering::Relaxed);
-        if self.partial != 0 {
-            T::span(self.partial as usize - 1)
+        state.next.store(head, Ordering::Relaxed);
+        state.bucket.store(bucket as u32, Ordering::Relaxed);
+        if head != 0 {
+            T::span(head as usize - 1)
                 .previous
                 .store(link(index), Ordering::Relaxed);
         }
-        self.partial = link(index);
+        self.partial[bucket] = link(index);
     }
 
     fn unlink(&mut self, index: usize) {
@@ -186,7 +207,8 @@ impl<T: SpanTable> ClassList<T> {
         let previous = state.previous.load(Ordering::Relaxed);
         let next = state.next.load(Ordering::Relaxed);
         if previous == 0 {
-            self.partial = next;
+            let bucket = state.bucket.load(Ordering::Relaxed) as usize % BUCKETS;
+            self.partial[bucket] = next;
         } else {
             T::span(previous as usize - 1)
                 .next
@@ -196,6 +218,31 @@ impl<T: SpanTable> ClassList<T> {
             T::span(next as usize - 1)
                 .previous
                 .store(previous, Ordering::Relaxed);
+        }
+    }
+
+    /// Moves span `index`, which has free blocks, to the list its fullness
+    /// now calls for.
+    fn rebucket(&mut self, index: usize, free: u32, carved: u32) {
+        let bucket = fullness(free, carved);
+        if T::span(index).bucket.load(Ordering::Relaxed) as usize != bucket {
+            self.unlink(index);
+            self.push_partial(index, bucket);
+        }
+    }
+
+    /// The spans with free blocks, emptiest list first, each read before
+    /// `visit` may take it out of its list.
+    fn for_each_partial(&mut self, mut visit: impl FnMut(&mut Self, usize) -> bool) {
+        for bucket in (0..BUCKETS).rev() {
+            let mut next = self.partial[bucket];
+            while next != 0 {
+                let index = next as usize - 1;
+                next = T::span(index).next.load(Ordering::Relaxed);
+                if !visit(self, index) {
+                    return;
+                }
+            }
         }
     }
 
@@ -225,8 +272,8 @@ impl<T: SpanTable> ClassList<T> {
     /// else carved. Says whether it is known to be zero (`freed_zeroed`
     /// for a block from a free list).
     pub fn take_block(&mut self, size: usize, freed_zeroed: bool) -> Option<(*mut c_void, bool)> {
-        if self.partial != 0 {
-            let index = self.partial as usize - 1;
+        if let Some(&head) = self.partial.iter().find(|&&head| head != 0) {
+            let index = head as usize - 1;
             let state = T::span(index);
             let block = state.free.load(Ordering::Relaxed);
             // SAFETY: a free block of the span, linked through its first
@@ -238,10 +285,12 @@ impl<T: SpanTable> ClassList<T> {
             }
             // Plain loads and stores: the class's lock is held (a locked
             // read-modify-write costs more than the rest of the operation).
-            let free_count = state.free_count.load(Ordering::Relaxed);
-            state.free_count.store(free_count - 1, Ordering::Relaxed);
-            if free_count == 1 {
+            let free_count = state.free_count.load(Ordering::Relaxed) - 1;
+            state.free_count.store(free_count, Ordering::Relaxed);
+            if free_count == 0 {
                 self.unlink(index);
+            } else {
+                self.rebucket(index, free_count, state.carved.load(Ordering::Relaxed));
             }
             // Its list changed: a purge check starts its delay afresh.
             state.since.store(0, Ordering::Relaxed);
@@ -273,10 +322,13 @@ impl<T: SpanTable> ClassList<T> {
                 .write(state.free.load(Ordering::Relaxed))
         };
         state.free.store(p, Ordering::Relaxed);
-        let free_count = state.free_count.load(Ordering::Relaxed);
-        state.free_count.store(free_count + 1, Ordering::Relaxed);
-        if free_count == 0 {
-            self.push_partial(index);
+        let free_count = state.free_count.load(Ordering::Relaxed) + 1;
+        state.free_count.store(free_count, Ordering::Relaxed);
+        let carved = state.carved.load(Ordering::Relaxed);
+        if free_count == 1 {
+            self.push_partial(index, fullness(free_count, carved));
+        } else {
+            self.rebucket(index, free_count, carved);
         }
         // Its list changed: a purge check starts its delay afresh.
         state.since.store(0, Ordering::Relaxed);
@@ -292,17 +344,14 @@ impl<T: SpanTable> ClassList<T> {
         out: &mut [usize],
     ) -> usize {
         let mut count = 0;
-        let mut next = self.partial;
-        while next != 0 && count < out.len() {
-            let index = next as usize - 1;
-            let state = T::span(index);
-            next = state.next.load(Ordering::Relaxed);
-            if self.is_idle(index) && check.is_settled(state) {
-                self.remove_span(index);
+        self.for_each_partial(|list, index| {
+            if list.is_idle(index) && check.is_settled(T::span(index)) {
+                list.remove_span(index);
                 out[count] = index;
                 count += 1;
             }
-        }
+            count < out.len()
+        });
         count
     }
 
@@ -326,31 +375,31 @@ impl<T: SpanTable> ClassList<T> {
         start_of: impl Fn(usize) -> usize,
         mut discard: impl FnMut(usize, usize),
     ) {
-        let mut next = self.partial;
-        while next != 0 {
-            let index = next as usize - 1;
+        self.for_each_partial(|list, index| {
             let state = T::span(index);
-            next = state.next.load(Ordering::Relaxed);
-            if self.is_idle(index) || state.since.load(Ordering::Relaxed) == DISCARDED {
-                continue;
+            if list.is_idle(index) || state.since.load(Ordering::Relaxed) == DISCARDED {
+                return true;
             }
             if check.is_settled(state) {
                 // SAFETY: the span is on this class's list, under its lock.
                 unsafe { relink_in_order(state, start_of(index), size, page, &mut discard) };
                 state.since.store(DISCARDED, Ordering::Relaxed);
             }
-        }
+            true
+        });
     }
 
     /// Bytes the class holds free: blocks on its spans' lists, and what is
     /// left to carve.
     pub fn free_bytes(&self, size: usize) -> usize {
         let mut blocks = self.carve_end.saturating_sub(self.carve_next) / size;
-        let mut next = self.partial;
-        while next != 0 {
-            let state = T::span(next as usize - 1);
-            blocks += state.free_count.load(Ordering::Relaxed) as usize;
-            next = state.next.load(Ordering::Relaxed);
+        for &head in &self.partial {
+            let mut next = head;
+            while next != 0 {
+                let state = T::span(next as usize - 1);
+                blocks += state.free_count.load(Ordering::Relaxed) as usize;
+                next = state.next.load(Ordering::Relaxed);
+            }
         }
         blocks * size
     }
@@ -444,16 +493,17 @@ mod tests {
     const PAGE_SIZES: [usize; 3] = [4 << 10, 16 << 10, 64 << 10];
 
     /// One per test that runs at the same time as the others.
-    static STATES: [SpanState; 3] = [const {
+    static STATES: [SpanState; 5] = [const {
         SpanState {
             free: AtomicPtr::new(ptr::null_mut()),
             free_count: AtomicU32::new(0),
             carved: AtomicU32::new(0),
             previous: AtomicU32::new(0),
             next: AtomicU32::new(0),
+            bucket: AtomicU32::new(0),
             since: AtomicU32::new(0),
         }
-    }; 3];
+    }; 5];
 
     struct TestSpans;
 
@@ -606,6 +656,42 @@ mod tests {
         assert_eq!(check(&mut list, 6300), 0, "changed again");
         // Block 8 is in use again: page 2 stays.
         assert_eq!(check(&mut list, 7400), 4, "due again");
+    }
+
+    /// Blocks come from the fullest span first, so that the emptiest can
+    /// become wholly free.
+    #[test]
+    fn blocks_come_from_the_fullest_span_first() {
+        let size = 4096;
+        let blocks = SPAN / size;
+        let (a, b) = (span_memory(4096), span_memory(4096));
+        let mut list = ClassList::<TestSpans>::new();
+        let carve = |list: &mut ClassList<TestSpans>, index, start| {
+            list.start_carving(index, start, start + blocks * size, true);
+            (0..blocks)
+                .map(|_| list.take_block(size, false).unwrap().0)
+                .collect::<Vec<_>>()
+        };
+        let in_a = carve(&mut list, 3, a);
+        let in_b = carve(&mut list, 4, b);
+        // Span 4 keeps all but two blocks in use, span 3 one, freed last
+        // (the first a single list would offer).
+        for &p in &in_b[..2] {
+            // SAFETY: a block of span 4 taken above, freed once.
+            unsafe { list.put_block(p, 4, size) };
+        }
+        for &p in &in_a[1..] {
+            // SAFETY: a block of span 3 taken above, freed once.
+            unsafe { list.put_block(p, 3, size) };
+        }
+        assert_eq!(fullness(15, 16), 3);
+        assert_eq!(fullness(2, 16), 0);
+        let mut taken: Vec<_> = (0..2)
+            .map(|_| list.take_block(size, false).unwrap().0)
+            .collect();
+        taken.sort();
+        assert_eq!(taken, in_b[..2], "span 4's blocks first");
+        assert!(in_a.contains(&list.take_block(size, false).unwrap().0));
     }
 
     #[test]

@@ -29,9 +29,11 @@ use crate::{large, small};
 /// jemalloc waits 10 s, mimalloc 10 ms. Measured with the benchmarks: at 0
 /// the realloc growth took 4.5x its time and producer/consumer 4x (a span
 /// purged as it became free was faulted in again at once), at 10 ms realloc
-/// 3.3x; from 100 ms on every row ran as fast as at 10 s. 1 s leaves a
-/// margin for programs that work in bursts.
-pub const DEFAULT_DELAY_MS: u32 = 1000;
+/// 3.3x; from 100 ms on every row ran as fast as at 10 s. A real program
+/// decides the rest: the Crystal compiler building a program peaks at
+/// 1.07x its plain RSS with 1 s, 1.03x with 250 ms (what a second of its
+/// freed memory costs, kept through the next phase's growth).
+pub const DEFAULT_DELAY_MS: u32 = 250;
 
 static DELAY_MS: AtomicU32 = AtomicU32::new(DEFAULT_DELAY_MS);
 /// The clock reading before which no check is due.
