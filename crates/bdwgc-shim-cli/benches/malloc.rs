@@ -79,6 +79,52 @@ fn measure(program: &Path, args: &[&str], preload: Option<&Path>, limit: Option<
     }
 }
 
+/// Peak RSS in MiB of Debian's Crystal compiler building
+/// tests/programs/crystal/compile_me.cr with `flags`, plain, with the shim
+/// and with the other allocators preloaded: medians of RUNS alternating
+/// runs, each with an empty cache. NaN where `crystal` is missing.
+fn crystal_build_peak_mib(library: &Path, flags: &[&str]) -> [f64; COLUMNS] {
+    let source = repo_root().join("tests/programs/crystal/compile_me.cr");
+    let dir = repo_root().join("target/bench/crystal");
+    let mut peaks: [Vec<f64>; COLUMNS] = Default::default();
+    let others = OTHERS.map(|(column, _, file)| (column, system_library(file)));
+    for _ in 0..RUNS {
+        let mut preloads = vec![(0, None), (2, Some(library.to_path_buf()))];
+        preloads.extend(others.iter().filter_map(|(c, l)| Some((*c, Some(l.clone()?)))));
+        for (column, preload) in preloads {
+            let _ = std::fs::remove_dir_all(&dir);
+            let mut command = Command::new("crystal");
+            command
+                .arg("build")
+                .arg(&source)
+                .args(flags)
+                .arg("-o")
+                .arg(dir.join("compile_me"))
+                .env("CRYSTAL_CACHE_DIR", dir.join("cache"))
+                .env_remove("LD_PRELOAD")
+                .stdout(std::process::Stdio::null());
+            if let Some(library) = preload {
+                command.env("LD_PRELOAD", library);
+            }
+            peaks[column].push(peak_rss_kib(command).map_or(f64::NAN, |kib| kib / 1024.0));
+        }
+    }
+    peaks.map(|v| if v.is_empty() { f64::NAN } else { median(v) })
+}
+
+/// Runs `command` and returns its peak RSS in KiB (wait4's `ru_maxrss`), or
+/// `None` when it cannot start or fails.
+fn peak_rss_kib(mut command: Command) -> Option<f64> {
+    let child = command.spawn().ok()?;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid; wait4 fills it in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child, which `child` never waits for.
+    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    (pid > 0 && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0)
+        .then_some(usage.ru_maxrss as f64)
+}
+
 /// Wall-clock milliseconds to start and end each program once (with its
 /// library preloaded, if any): medians of 200 rounds that alternate
 /// between them, since a start takes only about a millisecond.
@@ -353,6 +399,16 @@ fn main() {
         "burst, 3 s light work",
         mib(work.medians(&["burst", "idle"], 1)),
     );
+    println!();
+    header("Crystal build, MiB");
+    // A real program: Debian's Crystal compiler (libgc, LLVM) building a
+    // program, peak RSS; there is no direct or linked variant of it.
+    for (label, flags) in [
+        ("--release --no-debug", &["--release", "--no-debug"][..]),
+        ("--release", &["--release"][..]),
+    ] {
+        row(&mut rss_rows, label, crystal_build_peak_mib(&library, flags));
+    }
     println!();
     header("start-up, ms");
     let [g, d, p, l] = startup_ms([
