@@ -90,7 +90,11 @@ fn crystal_build_peak_mib(library: &Path, flags: &[&str]) -> [f64; COLUMNS] {
     let others = OTHERS.map(|(column, _, file)| (column, system_library(file)));
     for _ in 0..RUNS {
         let mut preloads = vec![(0, None), (2, Some(library.to_path_buf()))];
-        preloads.extend(others.iter().filter_map(|(c, l)| Some((*c, Some(l.clone()?)))));
+        preloads.extend(
+            others
+                .iter()
+                .filter_map(|(c, l)| Some((*c, Some(l.clone()?)))),
+        );
         for (column, preload) in preloads {
             let _ = std::fs::remove_dir_all(&dir);
             let mut command = Command::new("crystal");
@@ -407,7 +411,11 @@ fn main() {
         ("--release --no-debug", &["--release", "--no-debug"][..]),
         ("--release", &["--release"][..]),
     ] {
-        row(&mut rss_rows, label, crystal_build_peak_mib(&library, flags));
+        row(
+            &mut rss_rows,
+            label,
+            crystal_build_peak_mib(&library, flags),
+        );
     }
     println!();
     header("start-up, ms");

@@ -16,6 +16,8 @@ use core::marker::PhantomData;
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 
+use crate::address_space;
+
 /// The free block after `block` of `size` bytes in its span's list: the
 /// block's link, where 0 stands for the next block in the span (what
 /// [`ClassList::discard_free_pages`] writes, so that a page of free blocks
@@ -387,6 +389,26 @@ impl<T: SpanTable> ClassList<T> {
             }
             true
         });
+    }
+
+    /// [`ClassList::discard_free_pages`], the pages going back to the
+    /// kernel; returns whether any went.
+    pub fn release_free_pages<D: Fn(u32) -> bool>(
+        &mut self,
+        check: &PurgeCheck<D>,
+        size: usize,
+        start_of: impl Fn(usize) -> usize,
+    ) -> bool {
+        let mut released = false;
+        let page = address_space::page_size();
+        self.discard_free_pages(check, size, page, start_of, |from, len| {
+            // SAFETY: whole pages of free blocks on the class's lists, which
+            // no one reads while its lock is held; their links read as zero
+            // afterwards, as written.
+            unsafe { address_space::discard(from, len) };
+            released = true;
+        });
+        released
     }
 
     /// Bytes the class holds free: blocks on its spans' lists, and what is

@@ -599,18 +599,8 @@ pub fn purge(now: u32, everything: bool) -> bool {
         // The whole free pages of spans still in use whose lists have not
         // changed for the delay (all of them with `everything`).
         let base = REGION_BASE.placed();
-        let page = address_space::page_size();
-        list.with(|list| {
-            let start_of = |unit| base + unit * UNIT;
-            let size = block_size(class);
-            list.discard_free_pages(&check, size, page, start_of, |from, len| {
-                // SAFETY: whole pages of free blocks on the class's lists,
-                // which no one reads while its lock is held; their links
-                // read as zero afterwards, as written.
-                unsafe { address_space::discard(from, len) };
-                released = true;
-            })
-        });
+        let start_of = |unit| base + unit * UNIT;
+        released |= list.with(|list| list.release_free_pages(&check, block_size(class), start_of));
     }
     let due =
         |unit: usize| everything || purge::is_due(span(unit).freed_at.load(Ordering::Relaxed), now);

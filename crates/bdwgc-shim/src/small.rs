@@ -546,7 +546,6 @@ pub fn purge(now: u32, everything: bool) -> bool {
     let Some(base) = REGION_BASE.get() else {
         return false;
     };
-    let page = address_space::page_size();
     let check = purge::span_check(now, everything);
     let mut released = false;
     for (class, list) in CLASS_LISTS.iter().enumerate() {
@@ -574,17 +573,8 @@ pub fn purge(now: u32, everything: bool) -> bool {
         }
         // The whole free pages of spans still in use whose lists have not
         // changed for the delay (all of them with `everything`).
-        list.with(|list| {
-            let start_of = |index| base + index * SPAN_SIZE;
-            let size = block_size(class);
-            list.discard_free_pages(&check, size, page, start_of, |from, len| {
-                // SAFETY: whole pages of free blocks on the class's lists,
-                // which no one reads while its lock is held; their links
-                // read as zero afterwards, as written.
-                unsafe { address_space::discard(from, len) };
-                released = true;
-            })
-        });
+        let start_of = |index| base + index * SPAN_SIZE;
+        released |= list.with(|list| list.release_free_pages(&check, block_size(class), start_of));
     }
     released
 }
