@@ -70,6 +70,19 @@ fn fullness(free: u32, carved: u32) -> usize {
     usize::from(free > carved) + usize::from(free > 2 * carved) + usize::from(free > 3 * carved)
 }
 
+/// The free counts of the spans of `carved` blocks in list `bucket`:
+/// [`fullness`] gives `bucket` from `low` to `high`.
+fn fullness_bounds(bucket: usize, carved: u32) -> (u32, u32) {
+    let quarter = |n: usize| (n as u64 * carved as u64 / BUCKETS as u64) as u32;
+    let low = if bucket == 0 { 0 } else { quarter(bucket) + 1 };
+    let high = if bucket == BUCKETS - 1 {
+        u32::MAX
+    } else {
+        quarter(bucket + 1)
+    };
+    (low, high)
+}
+
 /// A span in a list: its index plus one; 0 for none.
 type Link = u32;
 
@@ -93,8 +106,11 @@ pub struct SpanState {
     previous: AtomicU32,
     next: AtomicU32,
     /// Which of the class's lists of spans with free blocks holds the span
-    /// ([`fullness`]).
+    /// ([`fullness`]), and the free counts outside which it belongs to
+    /// another, so that a free or a take compares one count with one bound.
     bucket: AtomicU32,
+    low: AtomicU32,
+    high: AtomicU32,
     /// When a purge check first saw the span's free list as it is now
     /// ([`crate::purge::now_ms`], odd); 0 when its list changed since the
     /// last check; [`DISCARDED`] when its free pages went back to the
@@ -155,6 +171,8 @@ pub struct ClassList<T: SpanTable> {
     /// fullest first, so that the emptiest become wholly free and can be
     /// purged rather than each keeping a few blocks in use.
     partial: [Link; BUCKETS],
+    /// A bit per list of `partial` that is not empty.
+    nonempty: u8,
     carve_span: Link,
     carve_next: usize,
     carve_end: usize,
@@ -167,6 +185,7 @@ impl<T: SpanTable> ClassList<T> {
         ClassList {
             table: PhantomData,
             partial: [0; BUCKETS],
+            nonempty: 0,
             carve_span: 0,
             carve_next: 0,
             carve_end: 0,
@@ -190,12 +209,19 @@ impl<T: SpanTable> ClassList<T> {
         self.carve_zeroed = zeroed;
     }
 
-    fn push_partial(&mut self, index: usize, bucket: usize) {
+    /// Puts span `index`, with `free` of its `carved` blocks free, at the
+    /// head of the list its fullness calls for.
+    fn push_partial(&mut self, index: usize, free: u32, carved: u32) {
+        let bucket = fullness(free, carved);
         let state = T::span(index);
         let head = self.partial[bucket];
         state.previous.store(0, Ordering::Relaxed);
         state.next.store(head, Ordering::Relaxed);
         state.bucket.store(bucket as u32, Ordering::Relaxed);
+        let (low, high) = fullness_bounds(bucket, carved);
+        state.low.store(low, Ordering::Relaxed);
+        state.high.store(high, Ordering::Relaxed);
+        self.nonempty |= 1 << bucket;
         if head != 0 {
             T::span(head as usize - 1)
                 .previous
@@ -211,6 +237,9 @@ impl<T: SpanTable> ClassList<T> {
         if previous == 0 {
             let bucket = state.bucket.load(Ordering::Relaxed) as usize % BUCKETS;
             self.partial[bucket] = next;
+            if next == 0 {
+                self.nonempty &= !(1 << bucket);
+            }
         } else {
             T::span(previous as usize - 1)
                 .next
@@ -226,11 +255,8 @@ impl<T: SpanTable> ClassList<T> {
     /// Moves span `index`, which has free blocks, to the list its fullness
     /// now calls for.
     fn rebucket(&mut self, index: usize, free: u32, carved: u32) {
-        let bucket = fullness(free, carved);
-        if T::span(index).bucket.load(Ordering::Relaxed) as usize != bucket {
-            self.unlink(index);
-            self.push_partial(index, bucket);
-        }
+        self.unlink(index);
+        self.push_partial(index, free, carved);
     }
 
     /// The spans with free blocks, emptiest list first, each read before
@@ -274,7 +300,8 @@ impl<T: SpanTable> ClassList<T> {
     /// else carved. Says whether it is known to be zero (`freed_zeroed`
     /// for a block from a free list).
     pub fn take_block(&mut self, size: usize, freed_zeroed: bool) -> Option<(*mut c_void, bool)> {
-        if let Some(&head) = self.partial.iter().find(|&&head| head != 0) {
+        if self.nonempty != 0 {
+            let head = self.partial[self.nonempty.trailing_zeros() as usize % BUCKETS];
             let index = head as usize - 1;
             let state = T::span(index);
             let block = state.free.load(Ordering::Relaxed);
@@ -291,7 +318,7 @@ impl<T: SpanTable> ClassList<T> {
             state.free_count.store(free_count, Ordering::Relaxed);
             if free_count == 0 {
                 self.unlink(index);
-            } else {
+            } else if free_count < state.low.load(Ordering::Relaxed) {
                 self.rebucket(index, free_count, state.carved.load(Ordering::Relaxed));
             }
             // Its list changed: a purge check starts its delay afresh.
@@ -308,6 +335,108 @@ impl<T: SpanTable> ClassList<T> {
         Some((block, self.carve_zeroed))
     }
 
+    /// Up to `max` free blocks of `size` bytes, from the fullest spans with
+    /// free blocks, then carved, linked through their first word and
+    /// null-terminated; and how many. A span gives all it can at once.
+    pub fn take_blocks(&mut self, size: usize, max: u16) -> (*mut c_void, u16) {
+        let mut head: *mut c_void = ptr::null_mut();
+        let mut tail: *mut *mut c_void = &mut head;
+        let mut count = 0;
+        while count < max && self.nonempty != 0 {
+            let index =
+                self.partial[self.nonempty.trailing_zeros() as usize % BUCKETS] as usize - 1;
+            let state = T::span(index);
+            let free_count = state.free_count.load(Ordering::Relaxed);
+            let taken = free_count.min(u32::from(max - count));
+            let mut block = state.free.load(Ordering::Relaxed);
+            for _ in 0..taken {
+                // SAFETY: `tail` is `head` or the link of the block taken
+                // before, ours now; `block` is one of the span's free
+                // blocks, whose link is read before it is overwritten.
+                unsafe {
+                    tail.write(block);
+                    tail = block.cast();
+                    block = next_free(block, size);
+                }
+            }
+            state.free.store(block, Ordering::Relaxed);
+            state
+                .free_count
+                .store(free_count - taken, Ordering::Relaxed);
+            if free_count == taken {
+                self.unlink(index);
+            } else if free_count - taken < state.low.load(Ordering::Relaxed) {
+                self.rebucket(
+                    index,
+                    free_count - taken,
+                    state.carved.load(Ordering::Relaxed),
+                );
+            }
+            // Its list changed: a purge check starts its delay afresh.
+            state.since.store(0, Ordering::Relaxed);
+            count += taken as u16;
+        }
+        if count < max && self.can_carve(size) {
+            let room = (self.carve_end - self.carve_next) / size;
+            let taken = room.min(usize::from(max - count));
+            for _ in 0..taken {
+                let block = self.carve_next as *mut c_void;
+                self.carve_next += size;
+                // SAFETY: as above; a carved block is the caller's now.
+                unsafe {
+                    tail.write(block);
+                    tail = block.cast();
+                }
+            }
+            let carved = &T::span(self.carve_span as usize - 1).carved;
+            carved.store(
+                carved.load(Ordering::Relaxed) + taken as u32,
+                Ordering::Relaxed,
+            );
+            count += taken as u16;
+        }
+        // SAFETY: as above. (A carved block holds what a span's last class
+        // left there, or zero.)
+        unsafe { tail.write(ptr::null_mut()) };
+        (head, count)
+    }
+
+    /// Puts `count` freed blocks of `size` bytes back on their span,
+    /// `index`: `first` to `last`, linked through their first word; returns
+    /// whether the span is now wholly free, with nothing more to carve.
+    ///
+    /// # Safety
+    /// The blocks must be blocks of span `index` of this class, taken from
+    /// it and now given back by their owner, linked from `first` to `last`.
+    pub unsafe fn put_blocks(
+        &mut self,
+        first: *mut c_void,
+        last: *mut c_void,
+        count: u32,
+        index: usize,
+        size: usize,
+    ) -> bool {
+        let state = T::span(index);
+        // SAFETY: the caller's contract; the last block's link joins the
+        // span's list.
+        unsafe {
+            last.cast::<*mut c_void>()
+                .write(state.free.load(Ordering::Relaxed))
+        };
+        state.free.store(first, Ordering::Relaxed);
+        let before = state.free_count.load(Ordering::Relaxed);
+        let free_count = before + count;
+        state.free_count.store(free_count, Ordering::Relaxed);
+        if before == 0 {
+            self.push_partial(index, free_count, state.carved.load(Ordering::Relaxed));
+        } else if free_count > state.high.load(Ordering::Relaxed) {
+            self.rebucket(index, free_count, state.carved.load(Ordering::Relaxed));
+        }
+        // Its list changed: a purge check starts its delay afresh.
+        state.since.store(0, Ordering::Relaxed);
+        self.is_wholly_free(index, size)
+    }
+
     /// Puts the freed block `p` of `size` bytes back on its span, `index`;
     /// returns whether the span is now wholly free, with nothing more to
     /// carve.
@@ -316,25 +445,8 @@ impl<T: SpanTable> ClassList<T> {
     /// `p` must be a block of span `index` of this class, taken from it and
     /// now given back by its owner.
     pub unsafe fn put_block(&mut self, p: *mut c_void, index: usize, size: usize) -> bool {
-        let state = T::span(index);
-        // SAFETY: the block is the caller's to give back; its first word
-        // becomes the list link.
-        unsafe {
-            p.cast::<*mut c_void>()
-                .write(state.free.load(Ordering::Relaxed))
-        };
-        state.free.store(p, Ordering::Relaxed);
-        let free_count = state.free_count.load(Ordering::Relaxed) + 1;
-        state.free_count.store(free_count, Ordering::Relaxed);
-        let carved = state.carved.load(Ordering::Relaxed);
-        if free_count == 1 {
-            self.push_partial(index, fullness(free_count, carved));
-        } else {
-            self.rebucket(index, free_count, carved);
-        }
-        // Its list changed: a purge check starts its delay afresh.
-        state.since.store(0, Ordering::Relaxed);
-        self.is_wholly_free(index, size)
+        // SAFETY: the caller's contract, for a run of one block.
+        unsafe { self.put_blocks(p, p, 1, index, size) }
     }
 
     /// Takes out of the class up to `out.len()` idle spans (the one being
@@ -515,7 +627,7 @@ mod tests {
     const PAGE_SIZES: [usize; 3] = [4 << 10, 16 << 10, 64 << 10];
 
     /// One per test that runs at the same time as the others.
-    static STATES: [SpanState; 5] = [const {
+    static STATES: [SpanState; 7] = [const {
         SpanState {
             free: AtomicPtr::new(ptr::null_mut()),
             free_count: AtomicU32::new(0),
@@ -523,9 +635,11 @@ mod tests {
             previous: AtomicU32::new(0),
             next: AtomicU32::new(0),
             bucket: AtomicU32::new(0),
+            low: AtomicU32::new(0),
+            high: AtomicU32::new(0),
             since: AtomicU32::new(0),
         }
-    }; 5];
+    }; 7];
 
     struct TestSpans;
 
@@ -708,12 +822,75 @@ mod tests {
         }
         assert_eq!(fullness(15, 16), 3);
         assert_eq!(fullness(2, 16), 0);
+        for carved in 1..200 {
+            for bucket in 0..BUCKETS {
+                let (low, high) = fullness_bounds(bucket, carved);
+                for free in 1..=carved {
+                    let inside = low <= free && free <= high;
+                    assert_eq!(
+                        fullness(free, carved) == bucket,
+                        inside,
+                        "{free} of {carved}"
+                    );
+                }
+            }
+        }
         let mut taken: Vec<_> = (0..2)
             .map(|_| list.take_block(size, false).unwrap().0)
             .collect();
         taken.sort();
         assert_eq!(taken, in_b[..2], "span 4's blocks first");
         assert!(in_a.contains(&list.take_block(size, false).unwrap().0));
+    }
+
+    /// Batches come and go a span's run at a time: every block once, the
+    /// list null-terminated, counts kept.
+    #[test]
+    fn batches_take_and_give_back_every_block_once() {
+        let size = 2048;
+        let blocks = SPAN / size;
+        let (a, b) = (span_memory(4096), span_memory(4096));
+        let mut list = ClassList::<TestSpans>::new();
+        let mut all = Vec::new();
+        for (index, start) in [(5, a), (6, b)] {
+            list.start_carving(index, start, start + blocks * size, false);
+            let (mut block, count) = list.take_blocks(size, 40);
+            assert_eq!(count as usize, blocks, "a span's carving, no more");
+            while !block.is_null() {
+                all.push((index, block));
+                // SAFETY: a block of the list just taken.
+                block = unsafe { block.cast::<*mut c_void>().read() };
+            }
+        }
+        assert_eq!(all.len(), 2 * blocks);
+        // Give back runs of up to 5 of each span (linked in order).
+        let runs = all[..blocks].chunks(5).chain(all[blocks..].chunks(5));
+        for run in runs {
+            let (index, first) = run[0];
+            assert!(run.iter().all(|&(i, _)| i == index));
+            for pair in run.windows(2) {
+                // SAFETY: blocks taken above, ours.
+                unsafe { pair[0].1.cast::<*mut c_void>().write(pair[1].1) };
+            }
+            let last = run[run.len() - 1].1;
+            // SAFETY: a run of blocks of span `index`, linked above.
+            unsafe { list.put_blocks(first, last, run.len() as u32, index, size) };
+        }
+        let mut seen = BTreeSet::new();
+        loop {
+            let (mut block, count) = list.take_blocks(size, 7);
+            if count == 0 {
+                assert!(block.is_null());
+                break;
+            }
+            for _ in 0..count {
+                assert!(seen.insert(block as usize), "{block:?} twice");
+                // SAFETY: as above.
+                block = unsafe { block.cast::<*mut c_void>().read() };
+            }
+            assert!(block.is_null(), "null-terminated");
+        }
+        assert_eq!(seen.len(), 2 * blocks);
     }
 
     #[test]

@@ -718,7 +718,7 @@ impl ThreadCache {
         let n = batch(class);
         let mut taken = match PARKED[class].with(Parked::take) {
             Some(parked) => (parked.head, parked.count),
-            None => CLASS_LISTS[class].with(|list| take_batch(list, size, n)),
+            None => CLASS_LISTS[class].with(|list| list.take_blocks(size, n)),
         };
         if taken.0.is_null() {
             let Some(index) = new_span(class) else {
@@ -727,7 +727,7 @@ impl ThreadCache {
             let start = REGION_BASE.placed() + index * SPAN_SIZE;
             taken = CLASS_LISTS[class].with(|list| {
                 list.start_carving(index, start, start + SPAN_SIZE / size * size, true);
-                take_batch(list, size, n)
+                list.take_blocks(size, n)
             });
         }
         let (first, count) = taken;
@@ -768,7 +768,7 @@ pub unsafe fn free_to_central(p: *mut c_void, class: usize) {
 }
 
 /// Puts a null-terminated list of free blocks of `class` back on their
-/// spans, under the class's lock.
+/// spans, under the class's lock: each run of blocks of one span at once.
 ///
 /// # Safety
 /// The blocks must be free blocks of `class`, linked through their first
@@ -776,36 +776,28 @@ pub unsafe fn free_to_central(p: *mut c_void, class: usize) {
 unsafe fn put_blocks(first: *mut c_void, class: usize) {
     let size = block_size(class);
     CLASS_LISTS[class].with(|list| {
-        let mut block = first;
-        while !block.is_null() {
-            // SAFETY: the caller's contract; the link is read before the
-            // block joins its span's list.
-            unsafe {
-                let next = block.cast::<*mut c_void>().read();
-                list.put_block(block, span_index(block), size);
-                block = next;
-            }
+        let mut run = first;
+        while !run.is_null() {
+            let index = span_index(run);
+            let mut last = run;
+            let mut count = 1;
+            // SAFETY: the caller's contract: walking its list; each link is
+            // read before the run joins its span's list.
+            let next = unsafe {
+                loop {
+                    let next = last.cast::<*mut c_void>().read();
+                    if next.is_null() || span_index(next) != index {
+                        break next;
+                    }
+                    last = next;
+                    count += 1;
+                }
+            };
+            // SAFETY: `run` to `last`, `count` blocks of span `index`.
+            unsafe { list.put_blocks(run, last, count, index, size) };
+            run = next;
         }
     });
-}
-
-/// Up to `batch` free blocks of `size` bytes from the class's spans, linked
-/// and null-terminated, and how many.
-fn take_batch(list: &mut ClassList<SmallSpans>, size: usize, batch: u16) -> (*mut c_void, u16) {
-    let mut head: *mut c_void = ptr::null_mut();
-    let mut tail: *mut *mut c_void = &mut head;
-    let mut count = 0;
-    while count < batch {
-        let Some((block, _)) = list.take_block(size, false) else {
-            break;
-        };
-        // SAFETY: `tail` is `head` or the link word of the block taken
-        // before, ours now; each block's link was cleared by take_block.
-        unsafe { tail.write(block) };
-        tail = block.cast();
-        count += 1;
-    }
-    (head, count)
 }
 
 #[cfg(test)]
