@@ -111,6 +111,9 @@ pub struct SpanState {
     bucket: AtomicU32,
     low: AtomicU32,
     high: AtomicU32,
+    /// Which set of class lists the span belongs to, for a region that keeps
+    /// several ([`crate::small`]'s arenas); set when the span is handed out.
+    pub arena: AtomicU32,
     /// When a purge check first saw the span's free list as it is now
     /// ([`crate::purge::now_ms`], odd); 0 when its list changed since the
     /// last check; [`DISCARDED`] when its free pages went back to the
@@ -637,6 +640,7 @@ mod tests {
             bucket: AtomicU32::new(0),
             low: AtomicU32::new(0),
             high: AtomicU32::new(0),
+            arena: AtomicU32::new(0),
             since: AtomicU32::new(0),
         }
     }; 7];
