@@ -98,6 +98,10 @@ fn leave_collector(me: &ThreadState) {
 pub fn allocates_through_shim(me: &ThreadState) -> bool {
     match me.mode.get() {
         MODE_COLLECTOR => true,
+        // Nothing can register the thread before libgc is initialized (the
+        // shim takes libgc up only after): one look at libgc's flag, not
+        // the whole join, on each allocation until then.
+        MODE_PENDING if !gc::is_init_called() => true,
         MODE_UNKNOWN | MODE_PENDING => {
             join_collector(me);
             me.mode.get() != MODE_LIBC
