@@ -429,6 +429,7 @@ static NEXT_ARENA: AtomicUsize = AtomicUsize::new(0);
 fn arena_of(p: *mut c_void) -> usize {
     span_state(span_index(p)).arena.load(Ordering::Relaxed) as usize % ARENAS
 }
+
 /// The purged spans, and the lock for handing spans out.
 static POOL: SpinLocked<FreeSpans> = SpinLocked::new(FreeSpans {
     free: [0; MAX_SPANS / 64],
