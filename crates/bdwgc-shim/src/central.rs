@@ -798,6 +798,27 @@ mod tests {
         assert_eq!(check(&mut list, 7400), 4, "due again");
     }
 
+    /// A span's list is the one its share of free blocks calls for, and the
+    /// bounds kept with it say exactly when that changes.
+    #[test]
+    fn fullness_bounds_match_fullness() {
+        assert_eq!(fullness(15, 16), 3);
+        assert_eq!(fullness(2, 16), 0);
+        for carved in 1..200 {
+            for bucket in 0..BUCKETS {
+                let (low, high) = fullness_bounds(bucket, carved);
+                for free in 1..=carved {
+                    let inside = low <= free && free <= high;
+                    assert_eq!(
+                        fullness(free, carved) == bucket,
+                        inside,
+                        "{free} of {carved}"
+                    );
+                }
+            }
+        }
+    }
+
     /// Blocks come from the fullest span first, so that the emptiest can
     /// become wholly free.
     #[test]
@@ -823,21 +844,6 @@ mod tests {
         for &p in &in_a[1..] {
             // SAFETY: a block of span 3 taken above, freed once.
             unsafe { list.put_block(p, 3, size) };
-        }
-        assert_eq!(fullness(15, 16), 3);
-        assert_eq!(fullness(2, 16), 0);
-        for carved in 1..200 {
-            for bucket in 0..BUCKETS {
-                let (low, high) = fullness_bounds(bucket, carved);
-                for free in 1..=carved {
-                    let inside = low <= free && free <= high;
-                    assert_eq!(
-                        fullness(free, carved) == bucket,
-                        inside,
-                        "{free} of {carved}"
-                    );
-                }
-            }
         }
         let mut taken: Vec<_> = (0..2)
             .map(|_| list.take_block(size, false).unwrap().0)
