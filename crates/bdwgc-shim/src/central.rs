@@ -299,43 +299,21 @@ impl<T: SpanTable> ClassList<T> {
         T::span(index).reset();
     }
 
-    /// A free block of `size` bytes: from the first span with free blocks,
-    /// else carved. Says whether it is known to be zero (`freed_zeroed`
-    /// for a block from a free list).
+    /// A free block of `size` bytes: from the fullest span with free
+    /// blocks, else carved. Says whether it is known to be zero
+    /// (`freed_zeroed` for a block from a free list).
     pub fn take_block(&mut self, size: usize, freed_zeroed: bool) -> Option<(*mut c_void, bool)> {
-        if self.nonempty != 0 {
-            let head = self.partial[self.nonempty.trailing_zeros() as usize % BUCKETS];
-            let index = head as usize - 1;
-            let state = T::span(index);
-            let block = state.free.load(Ordering::Relaxed);
-            // SAFETY: a free block of the span, linked through its first
-            // word; it is the caller's now, and its link is cleared.
-            unsafe {
-                let next = next_free(block, size);
-                state.free.store(next, Ordering::Relaxed);
-                block.cast::<*mut c_void>().write(ptr::null_mut());
+        let mut block: *mut c_void = ptr::null_mut();
+        let mut tail: *mut *mut c_void = &mut block;
+        // SAFETY: `tail` points to `block`, which takes the one block.
+        unsafe {
+            if self.take_from_fullest(size, 1, &mut tail) == 1 {
+                // Its link is cleared: the block is the caller's now.
+                tail.write(ptr::null_mut());
+                return Some((block, freed_zeroed));
             }
-            // Plain loads and stores: the class's lock is held (a locked
-            // read-modify-write costs more than the rest of the operation).
-            let free_count = state.free_count.load(Ordering::Relaxed) - 1;
-            state.free_count.store(free_count, Ordering::Relaxed);
-            if free_count == 0 {
-                self.unlink(index);
-            } else if free_count < state.low.load(Ordering::Relaxed) {
-                self.rebucket(index, free_count, state.carved.load(Ordering::Relaxed));
-            }
-            // Its list changed: a purge check starts its delay afresh.
-            state.since.store(0, Ordering::Relaxed);
-            return Some((block, freed_zeroed));
+            (self.carve(size, 1, &mut tail) == 1).then_some((block, self.carve_zeroed))
         }
-        if !self.can_carve(size) {
-            return None;
-        }
-        let block = self.carve_next as *mut c_void;
-        self.carve_next += size;
-        let carved = &T::span(self.carve_span as usize - 1).carved;
-        carved.store(carved.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-        Some((block, self.carve_zeroed))
     }
 
     /// Up to `max` free blocks of `size` bytes, from the fullest spans with
@@ -345,63 +323,95 @@ impl<T: SpanTable> ClassList<T> {
         let mut head: *mut c_void = ptr::null_mut();
         let mut tail: *mut *mut c_void = &mut head;
         let mut count = 0;
-        while count < max && self.nonempty != 0 {
-            let index =
-                self.partial[self.nonempty.trailing_zeros() as usize % BUCKETS] as usize - 1;
-            let state = T::span(index);
-            let free_count = state.free_count.load(Ordering::Relaxed);
-            let taken = free_count.min(u32::from(max - count));
-            let mut block = state.free.load(Ordering::Relaxed);
-            for _ in 0..taken {
-                // SAFETY: `tail` is `head` or the link of the block taken
-                // before, ours now; `block` is one of the span's free
-                // blocks, whose link is read before it is overwritten.
-                unsafe {
-                    tail.write(block);
-                    tail = block.cast();
-                    block = next_free(block, size);
+        // SAFETY: `tail` is `head` or the link of the last block taken,
+        // ours now.
+        unsafe {
+            while count < u32::from(max) {
+                match self.take_from_fullest(size, u32::from(max) - count, &mut tail) {
+                    0 => break,
+                    taken => count += taken,
                 }
             }
-            state.free.store(block, Ordering::Relaxed);
-            state
-                .free_count
-                .store(free_count - taken, Ordering::Relaxed);
-            if free_count == taken {
-                self.unlink(index);
-            } else if free_count - taken < state.low.load(Ordering::Relaxed) {
-                self.rebucket(
-                    index,
-                    free_count - taken,
-                    state.carved.load(Ordering::Relaxed),
-                );
-            }
-            // Its list changed: a purge check starts its delay afresh.
-            state.since.store(0, Ordering::Relaxed);
-            count += taken as u16;
+            count += self.carve(size, u32::from(max) - count, &mut tail);
+            // (A carved block holds what a span's last class left there,
+            // or zero.)
+            tail.write(ptr::null_mut());
         }
-        if count < max && self.can_carve(size) {
-            let room = (self.carve_end - self.carve_next) / size;
-            let taken = room.min(usize::from(max - count));
-            for _ in 0..taken {
-                let block = self.carve_next as *mut c_void;
-                self.carve_next += size;
-                // SAFETY: as above; a carved block is the caller's now.
-                unsafe {
-                    tail.write(block);
-                    tail = block.cast();
-                }
-            }
-            let carved = &T::span(self.carve_span as usize - 1).carved;
-            carved.store(
-                carved.load(Ordering::Relaxed) + taken as u32,
-                Ordering::Relaxed,
-            );
-            count += taken as u16;
+        (head, count as u16)
+    }
+
+    /// Takes up to `max` blocks from the fullest span with free blocks,
+    /// writing each to `*tail` and moving `tail` to its link; returns how
+    /// many (0 when no span has free blocks).
+    ///
+    /// # Safety
+    /// `*tail` must point to a word the caller may write.
+    unsafe fn take_from_fullest(
+        &mut self,
+        size: usize,
+        max: u32,
+        tail: &mut *mut *mut c_void,
+    ) -> u32 {
+        if self.nonempty == 0 {
+            return 0;
         }
-        // SAFETY: as above. (A carved block holds what a span's last class
-        // left there, or zero.)
-        unsafe { tail.write(ptr::null_mut()) };
-        (head, count)
+        let index = self.partial[self.nonempty.trailing_zeros() as usize % BUCKETS] as usize - 1;
+        let state = T::span(index);
+        // Plain loads and stores: the class's lock is held (a locked
+        // read-modify-write costs more than the rest of the operation).
+        let free_count = state.free_count.load(Ordering::Relaxed);
+        let taken = free_count.min(max);
+        let mut block = state.free.load(Ordering::Relaxed);
+        for _ in 0..taken {
+            // SAFETY: the caller's contract for `*tail`, then the link of
+            // a block taken here; `block` is one of the span's free blocks,
+            // whose link is read before it is overwritten.
+            unsafe {
+                tail.write(block);
+                *tail = block.cast();
+                block = next_free(block, size);
+            }
+        }
+        state.free.store(block, Ordering::Relaxed);
+        let left = free_count - taken;
+        state.free_count.store(left, Ordering::Relaxed);
+        if left == 0 {
+            self.unlink(index);
+        } else if left < state.low.load(Ordering::Relaxed) {
+            self.rebucket(index, left, state.carved.load(Ordering::Relaxed));
+        }
+        // Its list changed: a purge check starts its delay afresh.
+        state.since.store(0, Ordering::Relaxed);
+        taken
+    }
+
+    /// Carves up to `max` blocks of `size` bytes, writing each to `*tail`
+    /// and moving `tail` to its link; returns how many.
+    ///
+    /// # Safety
+    /// `*tail` must point to a word the caller may write.
+    unsafe fn carve(&mut self, size: usize, max: u32, tail: &mut *mut *mut c_void) -> u32 {
+        if !self.can_carve(size) {
+            return 0;
+        }
+        let room = (self.carve_end - self.carve_next) / size;
+        let taken = room.min(max as usize);
+        for _ in 0..taken {
+            let block = self.carve_next as *mut c_void;
+            self.carve_next += size;
+            // SAFETY: the caller's contract for `*tail`, then the link of a
+            // block carved here, the caller's now.
+            unsafe {
+                tail.write(block);
+                *tail = block.cast();
+            }
+        }
+        let carved = &T::span(self.carve_span as usize - 1).carved;
+        carved.store(
+            carved.load(Ordering::Relaxed) + taken as u32,
+            Ordering::Relaxed,
+        );
+        taken as u32
     }
 
     /// Puts `count` freed blocks of `size` bytes back on their span,

@@ -18,9 +18,10 @@
 //!   their pages for the purge delay ([`crate::purge`]), so a buffer that
 //!   is replaced or grows again does not fault them in again; a span of
 //!   smaller blocks stays with its class while it is wholly free, for the
-//!   same delay, and one still in use gives back the pages of its free
-//!   blocks once its free list has not changed for the delay. Then their units are unmapped: memory and address space
-//!   go back to the kernel, and come back zero;
+//!   same delay. Then their units are unmapped: memory and address space
+//!   go back to the kernel, and come back zero. A span still in use gives
+//!   back the pages of its free blocks once its free list has not changed
+//!   for the delay;
 //! - a live bit per block. The collector scans live blocks only
 //!   ([`crate::scan`]). A freed block is not scanned, so it needs no
 //!   clearing (a stale pointer in it keeps nothing alive); a reused block
@@ -574,9 +575,9 @@ pub unsafe fn free(p: *mut c_void, class: usize) {
 /// pages of the others), then kept units. Returns whether anything
 /// was given back.
 pub fn purge(now: u32, everything: bool) -> bool {
-    if REGION_BASE.get().is_none() {
+    let Some(base) = REGION_BASE.get() else {
         return false;
-    }
+    };
     let check = purge::span_check(now, everything);
     let mut released = false;
     for (class, list) in CLASS_LISTS.iter().enumerate() {
@@ -598,7 +599,6 @@ pub fn purge(now: u32, everything: bool) -> bool {
         }
         // The whole free pages of spans still in use whose lists have not
         // changed for the delay (all of them with `everything`).
-        let base = REGION_BASE.placed();
         let start_of = |unit| base + unit * UNIT;
         released |= list.with(|list| list.release_free_pages(&check, block_size(class), start_of));
     }

@@ -483,10 +483,10 @@ pub fn unlock_all_after_fork() {
     POOL.unlock();
 }
 
-/// Hands out a span for `class`: the lowest purged one, or a new one,
-/// mapping the region's address space (and its tables') as far as needed;
-/// returns its index.
-fn new_span(class: usize) -> Option<usize> {
+/// Hands out a span for `class` in `arena`: the lowest purged one, or a
+/// new one, mapping the region's address space (and its tables') as far as
+/// needed; returns its index.
+fn new_span(class: usize, arena: usize) -> Option<usize> {
     let base = REGION_BASE.get()?;
     POOL.with(|pool| {
         let used = SPANS_USED.load(Ordering::Relaxed);
@@ -508,6 +508,9 @@ fn new_span(class: usize) -> Option<usize> {
                 used
             }
         };
+        span_state(index)
+            .arena
+            .store(arena as u32, Ordering::Relaxed);
         span_class_entry(base, index).store(class as u8 + 1, Ordering::Release);
         Some(index)
     })
@@ -753,12 +756,9 @@ impl ThreadCache {
             None => lists.with(|list| list.take_blocks(size, n)),
         };
         if taken.0.is_null() {
-            let Some(index) = new_span(class) else {
+            let Some(index) = new_span(class, arena) else {
                 return ptr::null_mut();
             };
-            span_state(index)
-                .arena
-                .store(arena as u32, Ordering::Relaxed);
             let start = REGION_BASE.placed() + index * SPAN_SIZE;
             taken = lists.with(|list| {
                 list.start_carving(index, start, start + SPAN_SIZE / size * size, true);
