@@ -272,6 +272,9 @@ fn register_fork_handlers() {
     }
     extern "C" fn after_in_child() {
         after();
+        // The other threads' cached blocks are the child's now, but their
+        // caches' growth no longer counts against the process's bound.
+        crate::tls::current().cache.alone_after_fork();
         // A step another thread was in the middle of is not finished in
         // the child, where that thread does not exist: let the child's
         // threads take it again rather than wait for it.

@@ -97,6 +97,77 @@ fn batch(class: usize) -> u16 {
     thread_limit(class) / 2
 }
 
+/// How far a thread's limit for one class may grow: to this many bytes of
+/// blocks, and at most [`MAX_GROWN_LIMIT`] blocks.
+const MAX_CLASS_CACHE: usize = 1 << 20;
+const MAX_GROWN_LIMIT: usize = 16384;
+/// How many bytes a thread's limits together, and all threads' limits
+/// together, may grow above their starting values. The blocks a thread
+/// caches are free but neither the purge nor other threads can reach them,
+/// so the process-wide bound keeps many threads from holding much.
+const MAX_THREAD_GROWTH: u32 = 4 << 20;
+const MAX_PROCESS_GROWTH: usize = 32 << 20;
+/// Overflows of a grown class, one after another, that take a batch off
+/// its limit again (at most 3: they count in two bits).
+const OVERFLOWS_TO_SHRINK: u16 = 3;
+
+/// Bytes by which all threads' limits have grown, together.
+static PROCESS_GROWTH: AtomicUsize = AtomicUsize::new(0);
+
+/// How far a thread cache's limit for one class has grown above
+/// [`thread_limit`], in batches (the high fourteen bits), and the overflows
+/// since it last grew or shrank (the low two).
+#[derive(Clone, Copy, Default, PartialEq, Debug)]
+struct Growth(u16);
+
+impl Growth {
+    fn batches(self) -> u16 {
+        self.0 >> 2
+    }
+
+    /// The limit of `class` with this growth.
+    fn limit(self, class: usize) -> u16 {
+        thread_limit(class) + self.batches() * batch(class)
+    }
+
+    /// The bytes of `batches` batches of `class`.
+    fn bytes(class: usize, batches: u16) -> u32 {
+        u32::from(batches) * u32::from(batch(class)) * block_size(class) as u32
+    }
+
+    /// After the cache of `class` ran dry, in a thread whose limits have
+    /// grown by `grown_bytes`: a batch more, when the class and the thread
+    /// may grow. Returns the growth and the thread's grown bytes. (The
+    /// process-wide bound is the caller's.)
+    fn grow(self, class: usize, grown_bytes: u32) -> (Growth, u32) {
+        let limit = usize::from(self.limit(class)) + usize::from(batch(class));
+        let more = Growth::bytes(class, 1);
+        if limit > MAX_GROWN_LIMIT
+            || limit * block_size(class) > MAX_CLASS_CACHE
+            || grown_bytes + more > MAX_THREAD_GROWTH
+        {
+            return (self, grown_bytes);
+        }
+        (Growth((self.batches() + 1) << 2), grown_bytes + more)
+    }
+
+    /// After the cache of `class` overflowed: a batch less on the
+    /// [`OVERFLOWS_TO_SHRINK`]th overflow of a grown limit. Returns the
+    /// growth and the thread's grown bytes (`grown_bytes` before).
+    fn overflow(self, class: usize, grown_bytes: u32) -> (Growth, u32) {
+        if self.batches() == 0 {
+            return (self, grown_bytes);
+        }
+        if (self.0 & 3) + 1 < OVERFLOWS_TO_SHRINK {
+            return (Growth(self.0 + 1), grown_bytes);
+        }
+        (
+            Growth((self.batches() - 1) << 2),
+            grown_bytes - Growth::bytes(class, 1),
+        )
+    }
+}
+
 /// The region's start (unplaced until its map and tables are ready); before
 /// it, a byte per span: the span's class plus one (0: not in use), read through
 /// [`span_class_entry`].
@@ -355,16 +426,23 @@ pub const fn block_size(class: usize) -> usize {
     central::quarter_class_size(class - FINE_CLASSES)
 }
 
-/// Zeroes the block of `class` at `p` (for calloc) with a loop of 16-byte
-/// stores, in assembly: the compiler would turn a Rust loop into a call to
-/// memset, which costs more than the stores for blocks this small and makes
-/// the caller save registers.
+/// Zeroes the block of `class` at `p` (for calloc): up to [`MAX_FINE`]
+/// bytes with a loop of 16-byte stores, in assembly (the compiler would
+/// turn a Rust loop into a call to memset, which costs more than the stores
+/// for blocks this small and makes the caller save registers); larger ones
+/// with glibc's memset, whose wide stores clear a few KiB several times
+/// faster than the loop.
 ///
 /// # Safety
 /// `p` must be a 16-aligned block of `block_size(class)` bytes the caller
 /// may write.
 #[inline(always)]
 pub unsafe fn clear_block(p: *mut c_void, class: usize) {
+    if class >= FINE_CLASSES {
+        // SAFETY: the caller's contract: the whole block is writable.
+        unsafe { ptr::write_bytes(p.cast::<u8>(), 0, block_size(class)) };
+        return;
+    }
     let end = p as usize + block_size(class);
     // SAFETY: stores zero to each 16-byte granule of [p, end), which the
     // caller owns; a block has at least one granule.
@@ -608,15 +686,26 @@ pub fn purge(now: u32, everything: bool) -> bool {
 /// One thread's free blocks per class, linked through each block's first
 /// word.
 ///
-/// `room` counts down to the moment half the blocks go back (the class's
-/// [`thread_limit`] less the blocks cached), so that `free` tests one
-/// counter against zero rather than a count against a per-class limit. The
-/// zeroed state of a new thread has no room anywhere: its first free (or
-/// refill) takes the slow path, which sets the limits (`ready`).
+/// `room` counts down to the moment a batch goes back (the class's limit
+/// less the blocks cached), so that `free` tests one counter against zero
+/// rather than a count against a per-class limit. The zeroed state of a new
+/// thread has no room anywhere: its first free (or refill) takes the slow
+/// path, which sets the limits (`ready`).
+///
+/// A class's limit starts at [`thread_limit`] and grows by a batch each
+/// time the cache runs dry (tcmalloc's slow start), up to
+/// [`MAX_CLASS_CACHE`] bytes and [`MAX_GROWN_CACHE`] for the thread, so that
+/// a thread that allocates a few thousand blocks, frees them and allocates
+/// them again keeps them all in its cache instead of passing each through
+/// the spans' lists. It shrinks by a batch after [`OVERFLOWS_TO_SHRINK`]
+/// overflows in a row.
 #[repr(C)]
 pub struct ThreadCache {
     heads: [Cell<*mut c_void>; CLASSES],
     room: [Cell<u16>; CLASSES],
+    growth: [Cell<Growth>; CLASSES],
+    /// Bytes the limits have grown by, together.
+    grown_bytes: Cell<u32>,
     ready: Cell<bool>,
     /// The set of class lists this thread trades with, given in turn when
     /// it gets ready.
@@ -671,16 +760,30 @@ impl ThreadCache {
     }
 
     /// After a free that filled `class`'s cache, or the first free of a
-    /// new thread: half the blocks go back, or the limits are set.
+    /// new thread: a batch goes back (two when the limit shrinks), or the
+    /// limits are set.
     #[cold]
     #[inline(never)]
     fn full_or_new(&self, class: usize) {
-        if self.ready.get() {
-            self.give_back(class, batch(class));
-        } else {
+        if !self.ready.get() {
             self.make_ready();
             // The block just freed is the only one cached.
             self.room[class].set(thread_limit(class) - 1);
+            return;
+        }
+        let n = batch(class);
+        let growth = self.growth[class].get();
+        let (after, grown_bytes) = growth.overflow(class, self.grown_bytes.get());
+        self.growth[class].set(after);
+        self.grown_bytes.set(grown_bytes);
+        self.give_back(class, n);
+        if after.batches() < growth.batches() {
+            PROCESS_GROWTH.fetch_sub(Growth::bytes(class, 1) as usize, Ordering::Relaxed);
+            // A batch more for the room the limit lost: the cache held the
+            // old limit's blocks, may hold a batch fewer, and keeps room
+            // for a batch.
+            self.give_back(class, n);
+            self.room[class].set(self.room[class].get() - n);
         }
     }
 
@@ -772,18 +875,48 @@ impl ThreadCache {
         // SAFETY: `first` heads a list of `count` free blocks now ours.
         let rest = unsafe { first.cast::<*mut c_void>().read() };
         self.heads[class].set(rest);
-        // The cache was empty; `count` is a batch, half the limit.
-        self.room[class].set(thread_limit(class) - (count - 1));
+        // The cache was empty: room for the rest of the limit.
+        let limit = self.grow_limit(class);
+        self.room[class].set(limit - (count - 1));
         set_live(first, true);
         first
     }
 
-    /// Gives every cached block to the central lists (at thread exit).
+    /// Raises `class`'s limit by a batch, if the class, the thread and the
+    /// process have room to grow; returns the limit.
+    fn grow_limit(&self, class: usize) -> u16 {
+        let growth = self.growth[class].get();
+        let (grown, grown_bytes) = growth.grow(class, self.grown_bytes.get());
+        if grown != growth {
+            let more = Growth::bytes(class, 1) as usize;
+            if PROCESS_GROWTH.fetch_add(more, Ordering::Relaxed) + more > MAX_PROCESS_GROWTH {
+                PROCESS_GROWTH.fetch_sub(more, Ordering::Relaxed);
+                return growth.limit(class);
+            }
+            self.growth[class].set(grown);
+            self.grown_bytes.set(grown_bytes);
+        }
+        grown.limit(class)
+    }
+
+    /// Gives every cached block to the central lists (at thread exit, and
+    /// for `malloc_trim`), and the limits their starting values.
     pub fn flush(&self) {
         for class in 0..CLASSES {
             // The whole list: give_back stops at its end.
             self.give_back(class, u16::MAX);
+            if self.ready.get() {
+                self.growth[class].set(Growth::default());
+                self.room[class].set(thread_limit(class));
+            }
         }
+        PROCESS_GROWTH.fetch_sub(self.grown_bytes.replace(0) as usize, Ordering::Relaxed);
+    }
+
+    /// In a child after fork, where this thread is the only one: the
+    /// process's growth is this thread's.
+    pub fn alone_after_fork(&self) {
+        PROCESS_GROWTH.store(self.grown_bytes.get() as usize, Ordering::Relaxed);
     }
 }
 
@@ -860,6 +993,55 @@ mod tests {
             assert!(SPAN_SIZE % block_size(class) <= SPAN_SIZE / 16, "{class}");
             assert!(thread_limit(class) >= 8 && thread_limit(class) <= 64);
         }
+    }
+
+    /// A class's limit grows by a batch each time the cache runs dry, up to
+    /// its bound, and shrinks by one on every third overflow in a row.
+    #[test]
+    fn thread_cache_limits_grow_when_dry_and_shrink_when_overflowing() {
+        for class in [0, class_of(64), class_of(1024), class_of(MAX_SMALL)] {
+            let (mut growth, mut bytes) = (Growth::default(), 0);
+            assert_eq!(growth.limit(class), thread_limit(class));
+            loop {
+                let (next, next_bytes) = growth.grow(class, bytes);
+                if next == growth {
+                    break;
+                }
+                assert_eq!(next.limit(class), growth.limit(class) + batch(class));
+                assert_eq!(
+                    next_bytes - bytes,
+                    u32::from(batch(class)) * block_size(class) as u32
+                );
+                (growth, bytes) = (next, next_bytes);
+            }
+            let limit = usize::from(growth.limit(class)) + usize::from(batch(class));
+            assert!(growth.batches() > 0, "{class}");
+            assert!(
+                limit > MAX_GROWN_LIMIT || limit * block_size(class) > MAX_CLASS_CACHE,
+                "{class}"
+            );
+            assert!(bytes <= MAX_THREAD_GROWTH);
+
+            // Two overflows keep the limit; the third takes a batch off.
+            let grown = growth;
+            for _ in 1..OVERFLOWS_TO_SHRINK {
+                (growth, bytes) = growth.overflow(class, bytes);
+                assert_eq!(growth.batches(), grown.batches());
+            }
+            (growth, bytes) = growth.overflow(class, bytes);
+            assert_eq!(growth.batches(), grown.batches() - 1);
+            assert_eq!(
+                growth.overflow(class, bytes).0.batches(),
+                grown.batches() - 1
+            );
+            // Growing again counts overflows afresh.
+            let (regrown, _) = growth.overflow(class, bytes).0.grow(class, 0);
+            assert_eq!(regrown.0 & 3, 0);
+        }
+        // An ungrown limit never shrinks; a thread's total bounds them all.
+        assert_eq!(Growth::default().overflow(0, 0), (Growth::default(), 0));
+        let (full, _) = Growth::default().grow(class_of(64), MAX_THREAD_GROWTH);
+        assert_eq!(full, Growth::default());
     }
 
     #[test]
