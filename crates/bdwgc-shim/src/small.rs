@@ -58,10 +58,12 @@ const SPAN_SIZE: usize = 1 << SPAN_SHIFT;
 /// The region's address space: 4 GiB of small blocks at most.
 const REGION_SIZE: usize = 4 << 30;
 const MAX_SPANS: usize = REGION_SIZE / SPAN_SIZE;
-/// Blocks a thread keeps per class before it hands half of them back: 64
-/// small ones, fewer large ones (about 16 KiB a class, at least 16 blocks;
-/// above 1 KiB about 32 KiB, at least 8). Fewer means more trips to the
-/// shared central lists, whose lock two threads then pass back and forth.
+/// Blocks a thread keeps per class, to start with, before it hands half of
+/// them back: 64 small ones, fewer large ones (about 16 KiB a class, at
+/// least 16 blocks; above 1 KiB about 32 KiB, at least 8). Fewer means more
+/// trips to the shared central lists, whose lock two threads then pass back
+/// and forth. A class whose cache runs dry again and again grows its limit
+/// ([`Growth`]).
 #[inline(always)]
 fn thread_limit(class: usize) -> u16 {
     THREAD_LIMITS[class]
