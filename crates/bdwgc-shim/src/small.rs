@@ -696,7 +696,8 @@ pub fn purge(now: u32, everything: bool) -> bool {
 ///
 /// A class's limit starts at [`thread_limit`] and grows by a batch each
 /// time the cache runs dry (tcmalloc's slow start), up to
-/// [`MAX_CLASS_CACHE`] bytes and [`MAX_GROWN_CACHE`] for the thread, so that
+/// [`MAX_CLASS_CACHE`] bytes, [`MAX_THREAD_GROWTH`] for the thread and
+/// [`MAX_PROCESS_GROWTH`] for all threads ([`Growth`]), so that
 /// a thread that allocates a few thousand blocks, frees them and allocates
 /// them again keeps them all in its cache instead of passing each through
 /// the spans' lists. It shrinks by a batch after [`OVERFLOWS_TO_SHRINK`]
