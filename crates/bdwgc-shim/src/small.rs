@@ -132,9 +132,9 @@ impl Growth {
         thread_limit(class) + self.batches() * batch(class)
     }
 
-    /// The bytes of `batches` batches of `class`.
-    fn bytes(class: usize, batches: u16) -> u32 {
-        u32::from(batches) * u32::from(batch(class)) * block_size(class) as u32
+    /// The bytes of a batch of `class`: what a limit grows or shrinks by.
+    fn batch_bytes(class: usize) -> u32 {
+        u32::from(batch(class)) * block_size(class) as u32
     }
 
     /// After the cache of `class` ran dry, in a thread whose limits have
@@ -143,7 +143,7 @@ impl Growth {
     /// process-wide bound is the caller's.)
     fn grow(self, class: usize, grown_bytes: u32) -> (Growth, u32) {
         let limit = usize::from(self.limit(class)) + usize::from(batch(class));
-        let more = Growth::bytes(class, 1);
+        let more = Growth::batch_bytes(class);
         if limit > MAX_GROWN_LIMIT
             || limit * block_size(class) > MAX_CLASS_CACHE
             || grown_bytes + more > MAX_THREAD_GROWTH
@@ -165,7 +165,7 @@ impl Growth {
         }
         (
             Growth((self.batches() - 1) << 2),
-            grown_bytes - Growth::bytes(class, 1),
+            grown_bytes - Growth::batch_bytes(class),
         )
     }
 }
@@ -781,7 +781,7 @@ impl ThreadCache {
         self.grown_bytes.set(grown_bytes);
         self.give_back(class, n);
         if after.batches() < growth.batches() {
-            PROCESS_GROWTH.fetch_sub(Growth::bytes(class, 1) as usize, Ordering::Relaxed);
+            PROCESS_GROWTH.fetch_sub(Growth::batch_bytes(class) as usize, Ordering::Relaxed);
             // A batch more for the room the limit lost: the cache held the
             // old limit's blocks, may hold a batch fewer, and keeps room
             // for a batch.
@@ -891,7 +891,7 @@ impl ThreadCache {
         let growth = self.growth[class].get();
         let (grown, grown_bytes) = growth.grow(class, self.grown_bytes.get());
         if grown != growth {
-            let more = Growth::bytes(class, 1) as usize;
+            let more = Growth::batch_bytes(class) as usize;
             if PROCESS_GROWTH.fetch_add(more, Ordering::Relaxed) + more > MAX_PROCESS_GROWTH {
                 PROCESS_GROWTH.fetch_sub(more, Ordering::Relaxed);
                 return growth.limit(class);
