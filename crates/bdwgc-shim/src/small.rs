@@ -790,11 +790,10 @@ impl ThreadCache {
         }
     }
 
-    /// Sets every class's room to its limit: the cache holds nothing yet.
+    /// Sets every class's limit and room to its start: the cache holds
+    /// nothing yet.
     fn make_ready(&self) {
-        for class in 0..CLASSES {
-            self.room[class].set(thread_limit(class));
-        }
+        self.restart_limits();
         let arena = NEXT_ARENA.fetch_add(1, Ordering::Relaxed) % ARENAS;
         self.arena.set(arena as u8);
         self.ready.set(true);
@@ -908,10 +907,20 @@ impl ThreadCache {
         for class in 0..CLASSES {
             // The whole list: give_back stops at its end.
             self.give_back(class, u16::MAX);
-            if self.ready.get() {
-                self.growth[class].set(Growth::default());
-                self.room[class].set(thread_limit(class));
-            }
+        }
+        // (A cache that is not ready keeps its zero room: its next free or
+        // refill still takes the slow path that readies it.)
+        if self.ready.get() {
+            self.restart_limits();
+        }
+    }
+
+    /// Every class's limit back at [`thread_limit`], its growth given back
+    /// to the process, and its room the whole limit: for an empty cache.
+    fn restart_limits(&self) {
+        for class in 0..CLASSES {
+            self.growth[class].set(Growth::default());
+            self.room[class].set(thread_limit(class));
         }
         PROCESS_GROWTH.fetch_sub(self.grown_bytes.replace(0) as usize, Ordering::Relaxed);
     }
