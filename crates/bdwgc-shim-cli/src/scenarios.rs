@@ -462,6 +462,14 @@ pub fn all_scenarios() -> Vec<Scenario> {
             timeout: DEFAULT_TIMEOUT,
         },
         Scenario {
+            name: "rss-phases".into(),
+            program: "rss_phases",
+            args: vec![],
+            fails_without_shim: false,
+            what: "memory freed in one size class serves the next phase's sizes (passes with glibc too)",
+            timeout: DEFAULT_TIMEOUT,
+        },
+        Scenario {
             name: "malloc-report".into(),
             program: "malloc_report",
             args: vec![],

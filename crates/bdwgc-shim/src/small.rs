@@ -588,6 +588,8 @@ fn new_span(class: usize, arena: usize) -> Option<usize> {
                 used
             }
         };
+        // Purged or new: its pages are faulted in afresh.
+        purge::note_growth();
         span_state(index)
             .arena
             .store(arena as u32, Ordering::Relaxed);
@@ -641,21 +643,22 @@ fn idle_live_map_page(
         .then_some(first)
 }
 
-/// Purges what is due at `now` (everything free with `everything`): the
-/// classes' wholly free spans, and with `everything` also the whole free
-/// pages of the others. Returns whether anything was given back.
-pub fn purge(now: u32, everything: bool) -> bool {
+/// Purges what `sweep` finds due at `now`: the classes' wholly free spans,
+/// and the whole free pages of the others. Returns whether anything was
+/// given back.
+pub fn purge(now: u32, sweep: purge::Sweep) -> bool {
     let Some(base) = REGION_BASE.get() else {
         return false;
     };
-    let check = purge::span_check(now, everything);
+    let everything = sweep == purge::Sweep::Everything;
+    let check = purge::span_check(now, sweep);
     let mut released = false;
     let lists = CLASS_LISTS
         .iter()
         .zip(&PARKED)
         .flat_map(|(lists, parked)| lists.iter().zip(parked).enumerate());
     for (class, (list, parked)) in lists {
-        // Batches parked through a whole check (or all, with `everything`)
+        // Batches parked through a whole sweep (or all, with `everything`)
         // go back onto their spans first, which may free them wholly.
         let mut idle = transfer::no_batches();
         let count = parked.with(|parked| parked.take_idle(everything, &mut idle));
@@ -678,7 +681,8 @@ pub fn purge(now: u32, everything: bool) -> bool {
             }
         }
         // The whole free pages of spans still in use whose lists have not
-        // changed for the delay (all of them with `everything`).
+        // changed for the delay (one check while growing, all of them with
+        // `everything`).
         let start_of = |index| base + index * SPAN_SIZE;
         released |= list.with(|list| list.release_free_pages(&check, block_size(class), start_of));
     }

@@ -54,6 +54,7 @@ scenario_tests! {
     setting_markers => "setting-markers",
     setting_init_conf => "setting-init-conf",
     rss_flat => "rss-flat",
+    rss_phases => "rss-phases",
     malloc_report => "malloc-report",
     edge_inputs => "edge-inputs",
 }
