@@ -26,13 +26,6 @@ typedef struct { void **blocks; long count; int index; } batch;
 
 #define KEPT 1000
 
-static long rss_kib(void) {
-    long pages = 0, resident = 0;
-    FILE *f = fopen("/proc/self/statm", "r");
-    if (f) { if (fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0; fclose(f); }
-    return resident * (sysconf(_SC_PAGESIZE) / 1024);
-}
-
 /* The shim's resident bytes in KiB; -1 without the shim. */
 static long shim_resident_kib(void) {
     if (!shim_active()) return -1;

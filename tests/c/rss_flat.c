@@ -8,13 +8,6 @@
 #include "scenario.h"
 #include <unistd.h>
 
-static long rss_kib(void) {
-    long pages = 0, resident = 0;
-    FILE *f = fopen("/proc/self/statm", "r");
-    if (f) { if (fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0; fclose(f); }
-    return resident * (sysconf(_SC_PAGESIZE) / 1024);
-}
-
 int main(void) {
     GC_INIT();
     print_shim_state();

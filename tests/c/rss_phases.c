@@ -13,13 +13,6 @@
 
 #define PHASE_BYTES (32L << 20)
 
-static long rss_kib(void) {
-    long pages = 0, resident = 0;
-    FILE *f = fopen("/proc/self/statm", "r");
-    if (f) { if (fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0; fclose(f); }
-    return resident * (sysconf(_SC_PAGESIZE) / 1024);
-}
-
 static long peak_kib(void) {
     struct rusage usage;
     getrusage(RUSAGE_SELF, &usage);

@@ -92,6 +92,14 @@ __attribute__((unused)) static bdwgc_shim_stats shim_stats(void) {
     return s;
 }
 
+/* The process's resident set, in KiB, from /proc/self/statm. */
+__attribute__((unused)) static long rss_kib(void) {
+    long pages = 0, resident = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f) { if (fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0; fclose(f); }
+    return resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
 /* Whether this runs under qemu-user (the aarch64 tests run there), which
  * changes two things a program can measure: it writes /proc/self/smaps for
  * its guest with every Rss at 0, where a kernel counts at least the stack

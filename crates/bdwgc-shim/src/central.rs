@@ -151,7 +151,8 @@ pub struct PurgeCheck<D: Fn(u32) -> bool> {
     pub now: u32,
     pub due: D,
     pub everything: bool,
-    /// Takes wholly free spans as settled whatever their list's age.
+    /// Takes wholly free spans as settled whatever their list's age (the
+    /// small region's, while the regions grow: [`crate::purge::note_growth`]).
     pub idle_at_once: bool,
 }
 

@@ -11,11 +11,12 @@
 //! set; 0 purges as soon as a span is free.
 //!
 //! While the regions grow (a span or unit is faulted in, new or purged
-//! before), the delay does not apply to spans: what has stayed free through
-//! one check (4 ms) is purged, so that memory freed in one size class serves
-//! the next phase's other sizes instead of adding to the process's peak
-//! ([`note_growth`]). The large region's freed units, which blocks of any
-//! size reuse, keep the delay.
+//! before), the delay does not apply to spans: wholly free small spans are
+//! purged at the next check (4 ms), the rest once it has stayed free through
+//! one check, so that memory freed in one size class serves the next phase's
+//! other sizes instead of adding to the process's peak ([`note_growth`]).
+//! The large region's freed units, which blocks of any size reuse, keep the
+//! delay.
 //!
 //! The check runs from the allocator itself, not from a thread of its own
 //! (a thread would be one more the program did not start, and would have to
@@ -49,7 +50,7 @@ static DELAY_MS: AtomicU32 = AtomicU32::new(DEFAULT_DELAY_MS);
 /// The clock reading before which no check is due.
 static NEXT_CHECK_MS: AtomicU32 = AtomicU32::new(0);
 /// The clock reading before which a check visits the regions' spans only
-/// when the process grows.
+/// when they grew.
 static NEXT_SWEEP_MS: AtomicU32 = AtomicU32::new(0);
 /// Set while one thread purges; the others go on.
 static PURGING: AtomicBool = AtomicBool::new(false);
@@ -138,10 +139,11 @@ pub fn span_check(now: u32, sweep: Sweep) -> PurgeCheck<impl Fn(u32) -> bool> {
 pub enum Sweep {
     /// What has been free for the delay.
     Due,
-    /// While the regions grow: the spans' free memory that has stayed
-    /// free through one check, without the delay; not the large region's
-    /// freed units, which blocks of any size reuse (purging them as well
-    /// made a program that replaces 5-25 MiB buffers 30 times slower).
+    /// While the regions grow, without the delay: the small region's
+    /// wholly free spans at once, the rest of the spans' free memory once
+    /// it has stayed free through one check; not the large region's freed
+    /// units, which blocks of any size reuse (purging them as well made a
+    /// program that replaces 5-25 MiB buffers 30 times slower).
     Growing,
     /// Everything free (`malloc_trim`).
     Everything,
@@ -149,9 +151,9 @@ pub enum Sweep {
 
 /// Tells the purge that a region is faulting in fresh pages (a span or
 /// unit that is new or was purged): the next check (within 4 ms) gives
-/// back the spans' free memory that has stayed free through one check,
-/// without waiting for the delay ([`Sweep::Growing`]); so does every check
-/// while the regions keep growing.
+/// back the spans' free memory without waiting for the delay
+/// ([`Sweep::Growing`]); so does every check while the regions keep
+/// growing.
 ///
 /// Why: memory freed in one size class is reused by another only once it
 /// has been purged (a span leaves its class, a page goes back), and a
