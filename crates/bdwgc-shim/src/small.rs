@@ -1082,6 +1082,26 @@ mod tests {
         }
     }
 
+    /// `alloc::aligned`'s fast path takes the class of the request rounded
+    /// to the alignment: the class the search finds.
+    #[test]
+    fn a_request_rounded_to_its_alignment_has_the_aligned_class() {
+        let mut align = 32;
+        while align <= MAX_SMALL {
+            for size in 1..=MAX_SMALL {
+                let rounded = size.next_multiple_of(align);
+                if rounded <= MAX_SMALL {
+                    assert_eq!(
+                        aligned_class(size, align),
+                        Some(class_of(rounded)),
+                        "{size} at {align}"
+                    );
+                }
+            }
+            align *= 2;
+        }
+    }
+
     /// With 4 KiB pages a span's live bytes fill a page of their own; with
     /// 16 and 64 KiB pages (aarch64) four and sixteen spans share one.
     #[test]
