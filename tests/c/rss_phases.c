@@ -1,13 +1,14 @@
 /* Memory freed in one size class serves the next phase's other sizes: eight
- * phases, each fills 32 MiB with blocks of one size (48 bytes to 5 KiB) and
- * frees them all, one right after the other. glibc coalesces the freed
- * blocks and reuses them at once; an allocator that kept each phase's
- * memory for its size class for a while would peak at several phases'
- * worth (the shim kept it for 250 ms: 278 MiB; glibc peaks 47 MiB above the
- * start, the shim 44-56). The process's peak may exceed its resident set
- * before the phases by at most three phases' worth (plus 8 MiB): the
- * shim's purge runs from its allocations, on the clock, and on a loaded
- * machine a phase may end before it. */
+ * phases, each fills 32 MiB with blocks of one size (48 bytes to 5 KiB),
+ * frees them all, then waits 20 ms (other work, as between a program's
+ * phases).
+ * glibc coalesces the freed blocks and reuses them at once; an allocator
+ * that kept each phase's memory for its size class for a while would peak
+ * at several phases' worth (the shim kept it for its purge delay, 250 ms:
+ * 278 MiB above the start; glibc 47, the shim now 66-73). The process's
+ * peak may exceed its resident set before the phases by at most three
+ * phases' worth (plus 8 MiB): the shim purges from its allocations, so the
+ * next phase has begun when it gives back the last one's memory. */
 #include "scenario.h"
 #include <sys/resource.h>
 
@@ -35,6 +36,7 @@ int main(void) {
             memset(blocks[i], phase + 1, size);
         }
         for (long i = 0; i < count; i++) free(blocks[i]);
+        usleep(20000); /* other work, which allocates nothing */
     }
     long grown = peak_kib() - before;
     printf("peak above the start: %ld MiB (a phase: %ld MiB)\n", grown >> 10, PHASE_BYTES >> 20);

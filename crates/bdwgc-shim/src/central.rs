@@ -151,9 +151,6 @@ pub struct PurgeCheck<D: Fn(u32) -> bool> {
     pub now: u32,
     pub due: D,
     pub everything: bool,
-    /// Takes wholly free spans as settled whatever their list's age (the
-    /// small region's, while the regions grow: [`crate::purge::note_growth`]).
-    pub idle_at_once: bool,
 }
 
 impl<D: Fn(u32) -> bool> PurgeCheck<D> {
@@ -475,7 +472,7 @@ impl<T: SpanTable> ClassList<T> {
     ) -> usize {
         let mut count = 0;
         self.for_each_partial(|list, index| {
-            if list.is_idle(index) && (check.idle_at_once || check.is_settled(T::span(index))) {
+            if list.is_idle(index) && check.is_settled(T::span(index)) {
                 list.remove_span(index);
                 out[count] = index;
                 count += 1;
@@ -643,7 +640,7 @@ mod tests {
     const PAGE_SIZES: [usize; 3] = [4 << 10, 16 << 10, 64 << 10];
 
     /// One per test that runs at the same time as the others.
-    static STATES: [SpanState; 9] = [const {
+    static STATES: [SpanState; 7] = [const {
         SpanState {
             free: AtomicPtr::new(ptr::null_mut()),
             free_count: AtomicU32::new(0),
@@ -656,7 +653,7 @@ mod tests {
             arena: AtomicU32::new(0),
             since: AtomicU32::new(0),
         }
-    }; 9];
+    }; 7];
 
     struct TestSpans;
 
@@ -705,7 +702,6 @@ mod tests {
             now: 0,
             due: |_| false,
             everything: true,
-            idle_at_once: false,
         };
         list.discard_free_pages(
             &trim,
@@ -783,7 +779,6 @@ mod tests {
                 now,
                 due: |since: u32| now.wrapping_sub(since) >= 1000,
                 everything: false,
-                idle_at_once: false,
             };
             list.discard_free_pages(
                 &check,
@@ -939,41 +934,10 @@ mod tests {
             now,
             due,
             everything: false,
-            idle_at_once: false,
         };
         assert_eq!(list.take_idle(&check(10, |_| false), &mut out), 0);
         assert_eq!(list.take_idle(&check(20, |since| since == 11), &mut out), 1);
         assert_eq!(out[0], 1);
         assert!(list.take_block(size, false).is_none());
-    }
-
-    #[test]
-    fn while_growing_a_wholly_free_span_goes_at_the_first_check() {
-        let start = span_memory(4096);
-        let size = 1024;
-        let mut list = ClassList::<TestSpans>::new();
-        // Two spans of two blocks each: one wholly free, one still in use.
-        list.start_carving(7, start, start + 2 * size, false);
-        let a = list.take_block(size, false).unwrap().0;
-        let b = list.take_block(size, false).unwrap().0;
-        list.start_carving(8, start + 2 * size, start + 4 * size, false);
-        let c = list.take_block(size, false).unwrap().0;
-        let _kept = list.take_block(size, false).unwrap().0;
-        // SAFETY: taken above, each freed once.
-        unsafe {
-            assert!(!list.put_block(a, 7, size));
-            assert!(list.put_block(b, 7, size));
-            assert!(!list.put_block(c, 8, size));
-        }
-        let mut out = [0; 4];
-        let growing = PurgeCheck {
-            now: 10,
-            due: |_| false,
-            everything: false,
-            idle_at_once: true,
-        };
-        assert_eq!(list.take_idle(&growing, &mut out), 1);
-        assert_eq!(out[0], 7);
-        assert_eq!(list.take_idle(&growing, &mut out), 0, "span 8 is in use");
     }
 }

@@ -40,7 +40,7 @@ use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use crate::address_space::{self, GrowingRange, Placement, RegionBase};
-use crate::central::{self, ClassList, PurgeCheck, SpanState, SpanTable};
+use crate::central::{self, ClassList, SpanState, SpanTable};
 use crate::purge;
 use crate::scan::Ranges;
 use crate::spin::SpinLocked;
@@ -582,14 +582,7 @@ pub fn purge(now: u32, sweep: purge::Sweep) -> bool {
     let Some(base) = REGION_BASE.get() else {
         return false;
     };
-    // A wholly free span waits for one check even while the region grows
-    // (a block that realloc moves to a larger class leaves one behind):
-    // purging it at once made the realloc growth benchmark peak at 100 MiB
-    // instead of 72, and take 1.3x its time.
-    let check = PurgeCheck {
-        idle_at_once: false,
-        ..purge::span_check(now, sweep)
-    };
+    let check = purge::span_check(now, sweep);
     let mut released = false;
     for (class, list) in CLASS_LISTS.iter().enumerate() {
         if blocks_per_span(class) == 1 {
