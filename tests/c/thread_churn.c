@@ -19,13 +19,6 @@ static sem_t detached_done;
 #define HANDED_SLOTS 4096
 static void *handed[HANDED_SLOTS][8];
 
-static long rss_kib(void) {
-    long pages = 0, resident = 0;
-    FILE *f = fopen("/proc/self/statm", "r");
-    if (f) { if (fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0; fclose(f); }
-    return resident * (sysconf(_SC_PAGESIZE) / 1024);
-}
-
 static __attribute__((noinline)) void exit_deep(int depth) {
     if (depth == 0) pthread_exit(NULL);
     exit_deep(depth - 1);
