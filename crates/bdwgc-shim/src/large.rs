@@ -18,10 +18,10 @@
 //!   their pages for the purge delay ([`crate::purge`]), so a buffer that
 //!   is replaced or grows again does not fault them in again; a span of
 //!   smaller blocks stays with its class while it is wholly free, for the
-//!   same delay. Then their units are unmapped: memory and address space
-//!   go back to the kernel, and come back zero. A span still in use gives
-//!   back the pages of its free blocks once its free list has not changed
-//!   for the delay;
+//!   same delay (one check while the regions grow). Then their units are
+//!   unmapped: memory and address space go back to the kernel, and come
+//!   back zero. A span still in use gives back the pages of its free blocks
+//!   once its free list has not changed for the delay (as long);
 //! - a live bit per block. The collector scans live blocks only
 //!   ([`crate::scan`]). A freed block is not scanned, so it needs no
 //!   clearing (a stale pointer in it keeps nothing alive); a reused block

@@ -163,7 +163,7 @@ pub enum Sweep {
 /// spans, its regions do not grow, and the delay applies to it. Only the
 /// regions' growth counts, not the process's: purging on every new peak
 /// of the resident set (libgc's heap grows too) left the Crystal compiler
-/// 4-6 MiB higher.
+/// 3-6 MiB higher.
 #[inline]
 pub fn note_growth() {
     if !GREW.load(Ordering::Relaxed) {

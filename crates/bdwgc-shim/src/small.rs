@@ -23,10 +23,11 @@
 //!   lock taken once per batch; threads and spans belong to one of a few
 //!   arenas, each with its own class lists ([`ARENAS`]);
 //! - a span whose blocks are all back (none allocated, none in a thread's
-//!   cache) leaves its class after the purge delay ([`crate::purge`]): its
-//!   pages go back to the kernel and any class may take it next. A span
-//!   still in use gives back the whole pages of its free blocks once its
-//!   free list has not changed for the delay.
+//!   cache) leaves its class after the purge delay ([`crate::purge`]; after
+//!   one check while the regions grow): its pages go back to the kernel and
+//!   any class may take it next. A span still in use gives back the whole
+//!   pages of its free blocks once its free list has not changed for the
+//!   delay (as long).
 //!
 //! When the range cannot be placed, or cannot grow (used up, or refused by
 //! `RLIMIT_AS`), small blocks come from libgc like the others.
