@@ -101,10 +101,19 @@ fn cached_small_block(me: &ThreadState, size: usize, contents: Contents) -> *mut
     // path; taking blocks up to MAX_SMALL here too cost the 8-264-byte
     // churn 2.6% more instructions). Deferred frees wait for a slow path or
     // the 256th allocation (stats::count_routed).
-    if size.wrapping_sub(1) >= MAX_FINE || !me.may_allocate_fast() {
+    if size.wrapping_sub(1) >= MAX_FINE {
         return ptr::null_mut();
     }
-    let class = small::class_of(size);
+    cached_block(me, small::class_of(size), contents)
+}
+
+/// A block of `class` from this thread's cache, when the thread may take
+/// one on the fast path; null otherwise.
+#[inline(always)]
+fn cached_block(me: &ThreadState, class: usize, contents: Contents) -> *mut c_void {
+    if !me.may_allocate_fast() {
+        return ptr::null_mut();
+    }
     hand_out_small(me, me.cache.allocate(class), class, contents)
 }
 
@@ -576,12 +585,12 @@ fn aligned(align: usize, size: usize) -> *mut c_void {
     // alignment is itself a class's size (1.5 or 2 times a power of two).
     // So `small::aligned_class`'s search would find the same class.
     let me = tls::current();
-    if size.wrapping_sub(1) < MAX_SMALL && align <= MAX_SMALL && me.may_allocate_fast() {
+    if size.wrapping_sub(1) < MAX_SMALL && align <= MAX_SMALL {
         let rounded = (size + align - 1) & !(align - 1);
         if rounded <= MAX_SMALL {
             let class = small::class_of(rounded);
             debug_assert_eq!(Some(class), small::aligned_class(size, align));
-            let p = hand_out_small(me, me.cache.allocate(class), class, Contents::Any);
+            let p = cached_block(me, class, Contents::Any);
             if !p.is_null() {
                 return p;
             }

@@ -607,9 +607,9 @@ pub fn purge(now: u32, sweep: purge::Sweep) -> bool {
         let start_of = |unit| base + unit * UNIT;
         released |= list.with(|list| list.release_free_pages(&check, block_size(class), start_of));
     }
+    // Kept units wait for the delay whatever the sweep but `malloc_trim`'s.
     let due = |unit: usize| {
-        sweep == purge::Sweep::Everything
-            || purge::is_due(span(unit).freed_at.load(Ordering::Relaxed), now)
+        check.everything || purge::is_due(span(unit).freed_at.load(Ordering::Relaxed), now)
     };
     while let Some((from, to)) =
         POOL.with(|units| units.take_due_run(due, UNITS_USED.load(Ordering::Relaxed)))

@@ -651,7 +651,6 @@ pub fn purge(now: u32, sweep: purge::Sweep) -> bool {
     let Some(base) = REGION_BASE.get() else {
         return false;
     };
-    let everything = sweep == purge::Sweep::Everything;
     let check = purge::span_check(now, sweep);
     let mut released = false;
     let lists = CLASS_LISTS
@@ -662,7 +661,7 @@ pub fn purge(now: u32, sweep: purge::Sweep) -> bool {
         // Batches parked through a whole sweep (or all, with `everything`)
         // go back onto their spans first, which may free them wholly.
         let mut idle = transfer::no_batches();
-        let count = parked.with(|parked| parked.take_idle(everything, &mut idle));
+        let count = parked.with(|parked| parked.take_idle(check.everything, &mut idle));
         for batch in &idle[..count] {
             // SAFETY: a parked batch: free blocks of `class`, linked and
             // null-terminated, given up by the parking thread.
