@@ -114,6 +114,10 @@ pub struct SpanState {
     /// Which set of class lists the span belongs to, for a region that keeps
     /// several ([`crate::small`]'s arenas); set when the span is handed out.
     pub arena: AtomicU32,
+    /// The class the span was last handed out to, plus one (0: never), for
+    /// a region that tells a class taking back a span it gave up from one
+    /// that grows ([`crate::small`]).
+    pub last_class: AtomicU32,
     /// When a purge check first saw the span's free list as it is now
     /// ([`crate::purge::now_ms`], odd); 0 when its list changed since the
     /// last check; [`DISCARDED`] when its free pages went back to the
@@ -651,6 +655,7 @@ mod tests {
             low: AtomicU32::new(0),
             high: AtomicU32::new(0),
             arena: AtomicU32::new(0),
+            last_class: AtomicU32::new(0),
             since: AtomicU32::new(0),
         }
     }; 7];

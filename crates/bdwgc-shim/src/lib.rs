@@ -67,7 +67,7 @@
 //! 64 GiB) reserve nothing: they map their address space as they grow, so
 //! `RLIMIT_AS` applies to them like to any mapping. A span whose blocks
 //! are all free goes back to the system after a delay
-//! (`BDWGC_SHIM_PURGE_DELAY_MS`, 1 s by default), and `malloc_trim(0)`
+//! (`BDWGC_SHIM_PURGE_DELAY_MS`, 250 ms by default), and `malloc_trim(0)`
 //! gives back everything free at once. malloc
 //! memory is scanned at every collection. Memory glibc handed out before
 //! the shim was set up stays unscanned until it is reallocated. Threads started

@@ -11,7 +11,8 @@
 //! set; 0 purges as soon as a span is free.
 //!
 //! While the regions grow (a span or unit is faulted in, new or purged
-//! before), the delay does not apply to spans: what has stayed free through
+//! before; not a small span taken back by the class that gave it up), the
+//! delay does not apply to spans: what has stayed free through
 //! one check (4 ms) is purged, so that memory freed in one size class serves
 //! the next phase's other sizes instead of adding to the process's peak
 //! ([`note_growth`]). The large region's freed units, which blocks of any
@@ -150,7 +151,8 @@ pub enum Sweep {
 }
 
 /// Tells the purge that a region is faulting in fresh pages (a span or
-/// unit that is new or was purged): the next check (within 4 ms) gives
+/// unit that is new or was purged; the small region does not count a span
+/// that its class takes back, see `small::new_span`): the next check (within 4 ms) gives
 /// back the spans' free memory without waiting for the delay
 /// ([`Sweep::Growing`]); so does every check while the regions keep
 /// growing.
