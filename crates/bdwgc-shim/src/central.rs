@@ -98,6 +98,10 @@ pub struct SpanState {
     /// The span's free blocks (those not in a thread's cache), linked
     /// through their first word.
     free: AtomicPtr<c_void>,
+    /// The last block of that list when the list is one that frees built
+    /// since it was last empty (null-terminated, no zero links); null
+    /// otherwise. A take splices such a list whole, without reading it.
+    last: AtomicPtr<c_void>,
     free_count: AtomicU32,
     /// Blocks carved from the span so far: the span is wholly free when all
     /// of them are on its free list.
@@ -133,6 +137,7 @@ impl SpanState {
     /// Forgets the span's blocks: it is new to a class, or leaves it.
     fn reset(&self) {
         self.free.store(ptr::null_mut(), Ordering::Relaxed);
+        self.last.store(ptr::null_mut(), Ordering::Relaxed);
         self.free_count.store(0, Ordering::Relaxed);
         self.carved.store(0, Ordering::Relaxed);
     }
@@ -311,7 +316,7 @@ impl<T: SpanTable> ClassList<T> {
         let mut tail: *mut *mut c_void = &mut block;
         // SAFETY: `tail` points to `block`, which takes the one block.
         unsafe {
-            if self.take_from_fullest(size, 1, &mut tail) == 1 {
+            if self.take_from_fullest(size, 1, 1, &mut tail) == 1 {
                 // Its link is cleared: the block is the caller's now.
                 tail.write(ptr::null_mut());
                 return Some((block, freed_zeroed));
@@ -320,10 +325,14 @@ impl<T: SpanTable> ClassList<T> {
         }
     }
 
-    /// Up to `max` free blocks of `size` bytes, from the fullest spans with
-    /// free blocks, then carved, linked through their first word and
-    /// null-terminated; and how many. A span gives all it can at once.
-    pub fn take_blocks(&mut self, size: usize, max: u16) -> (*mut c_void, u16) {
+    /// Free blocks of `size` bytes, from the fullest spans with free
+    /// blocks, then carved, linked through their first word and
+    /// null-terminated; and how many: `max`, fewer when the class runs
+    /// out, more (up to `whole_max`) when a span's list is taken whole. A
+    /// span gives all it can at once; a list that need not be read (see
+    /// [`SpanState::last`]) is spliced whole if its blocks fit in
+    /// `whole_max`.
+    pub fn take_blocks(&mut self, size: usize, max: u16, whole_max: u16) -> (*mut c_void, u16) {
         let mut head: *mut c_void = ptr::null_mut();
         let mut tail: *mut *mut c_void = &mut head;
         let mut count = 0;
@@ -331,12 +340,13 @@ impl<T: SpanTable> ClassList<T> {
         // ours now.
         unsafe {
             while count < u32::from(max) {
-                match self.take_from_fullest(size, u32::from(max) - count, &mut tail) {
+                let whole_max = u32::from(whole_max.max(max)) - count;
+                match self.take_from_fullest(size, u32::from(max) - count, whole_max, &mut tail) {
                     0 => break,
                     taken => count += taken,
                 }
             }
-            count += self.carve(size, u32::from(max) - count, &mut tail);
+            count += self.carve(size, u32::from(max).saturating_sub(count), &mut tail);
             // (A carved block holds what a span's last class left there,
             // or zero.)
             tail.write(ptr::null_mut());
@@ -344,9 +354,10 @@ impl<T: SpanTable> ClassList<T> {
         (head, count as u16)
     }
 
-    /// Takes up to `max` blocks from the fullest span with free blocks,
-    /// writing each to `*tail` and moving `tail` to its link; returns how
-    /// many (0 when no span has free blocks).
+    /// Takes up to `max` blocks from the fullest span with free blocks (all
+    /// of them when its list can be spliced whole and they are at most
+    /// `whole_max`), linking them from `*tail` and moving `tail` to the
+    /// last one's link; returns how many (0 when no span has free blocks).
     ///
     /// # Safety
     /// `*tail` must point to a word the caller may write.
@@ -354,6 +365,7 @@ impl<T: SpanTable> ClassList<T> {
         &mut self,
         size: usize,
         max: u32,
+        whole_max: u32,
         tail: &mut *mut *mut c_void,
     ) -> u32 {
         if self.nonempty == 0 {
@@ -364,18 +376,52 @@ impl<T: SpanTable> ClassList<T> {
         // Plain loads and stores: the class's lock is held (a locked
         // read-modify-write costs more than the rest of the operation).
         let free_count = state.free_count.load(Ordering::Relaxed);
-        let taken = free_count.min(max);
         let mut block = state.free.load(Ordering::Relaxed);
-        for _ in 0..taken {
-            // SAFETY: the caller's contract for `*tail`, then the link of
-            // a block taken here; `block` is one of the span's free blocks,
-            // whose link is read before it is overwritten.
+        // SAFETY: the caller's contract for `*tail`.
+        unsafe { tail.write(block) };
+        let last = state.last.load(Ordering::Relaxed);
+        if !last.is_null() && free_count <= whole_max {
+            // The whole list, its blocks unread: their lines were most
+            // likely written last by the threads that freed them, and the
+            // taker reads each link when it hands the block out.
+            *tail = last.cast();
+            state.free.store(ptr::null_mut(), Ordering::Relaxed);
+            state.last.store(ptr::null_mut(), Ordering::Relaxed);
+            state.free_count.store(0, Ordering::Relaxed);
+            self.unlink(index);
+            state.since.store(0, Ordering::Relaxed);
+            return free_count;
+        }
+        let taken = free_count.min(max);
+        for _ in 1..taken {
+            // SAFETY: `block` is one of the span's free blocks, taken here.
+            // Its link is read, and written only when it is a zero word
+            // (the next block): a block's line was most likely written
+            // last by the thread that freed it, and a write here would
+            // take it from that thread's cache a second time.
             unsafe {
-                tail.write(block);
-                *tail = block.cast();
-                block = next_free(block, size);
+                let link = block.cast::<*mut c_void>();
+                let next = link.read();
+                block = if next.is_null() {
+                    let next = block.wrapping_byte_add(size);
+                    link.write(next);
+                    next
+                } else {
+                    next
+                };
             }
         }
+        // The last block taken: its link is the caller's tail.
+        *tail = block.cast();
+        block = if taken < free_count {
+            // SAFETY: as above, a free block of the span.
+            unsafe { next_free(block, size) }
+        } else {
+            // An empty list ends with null, so that the frees that build
+            // the next one make it whole ([`SpanState::last`]).
+            state.last.store(ptr::null_mut(), Ordering::Relaxed);
+            ptr::null_mut()
+        };
         state.free.store(block, Ordering::Relaxed);
         let left = free_count - taken;
         state.free_count.store(left, Ordering::Relaxed);
@@ -445,6 +491,8 @@ impl<T: SpanTable> ClassList<T> {
         let free_count = before + count;
         state.free_count.store(free_count, Ordering::Relaxed);
         if before == 0 {
+            // A new list, null-terminated (an empty list's head is null).
+            state.last.store(last, Ordering::Relaxed);
             self.push_partial(index, free_count, state.carved.load(Ordering::Relaxed));
         } else if free_count > state.high.load(Ordering::Relaxed) {
             self.rebucket(index, free_count, state.carved.load(Ordering::Relaxed));
@@ -600,6 +648,8 @@ unsafe fn relink_in_order(
             discard(from, to - from);
         }
     };
+    // Zero links from here on: no longer a list to splice whole.
+    state.last.store(ptr::null_mut(), Ordering::Relaxed);
     let mut head = 0;
     let mut run_start = 0;
     let mut previous = 0;
@@ -644,9 +694,10 @@ mod tests {
     const PAGE_SIZES: [usize; 3] = [4 << 10, 16 << 10, 64 << 10];
 
     /// One per test that runs at the same time as the others.
-    static STATES: [SpanState; 7] = [const {
+    static STATES: [SpanState; 8] = [const {
         SpanState {
             free: AtomicPtr::new(ptr::null_mut()),
+            last: AtomicPtr::new(ptr::null_mut()),
             free_count: AtomicU32::new(0),
             carved: AtomicU32::new(0),
             previous: AtomicU32::new(0),
@@ -658,7 +709,7 @@ mod tests {
             last_class: AtomicU32::new(0),
             since: AtomicU32::new(0),
         }
-    }; 7];
+    }; 8];
 
     struct TestSpans;
 
@@ -879,7 +930,7 @@ mod tests {
         let mut all = Vec::new();
         for (index, start) in [(5, a), (6, b)] {
             list.start_carving(index, start, start + blocks * size, false);
-            let (mut block, count) = list.take_blocks(size, 40);
+            let (mut block, count) = list.take_blocks(size, 40, 40);
             assert_eq!(count as usize, blocks, "a span's carving, no more");
             while !block.is_null() {
                 all.push((index, block));
@@ -903,7 +954,7 @@ mod tests {
         }
         let mut seen = BTreeSet::new();
         loop {
-            let (mut block, count) = list.take_blocks(size, 7);
+            let (mut block, count) = list.take_blocks(size, 7, 7);
             if count == 0 {
                 assert!(block.is_null());
                 break;
@@ -916,6 +967,67 @@ mod tests {
             assert!(block.is_null(), "null-terminated");
         }
         assert_eq!(seen.len(), 2 * blocks);
+    }
+
+    /// A list that frees built since the span's list was last empty is
+    /// spliced whole, beyond `max`, when it fits in `whole_max`; once the
+    /// purge has rewritten it (zero links), it is read, `max` at a time.
+    #[test]
+    fn a_list_built_by_frees_is_taken_whole_until_the_purge_rewrites_it() {
+        let page = 4096;
+        let start = span_memory(page);
+        let size = 1024;
+        let blocks = SPAN / size;
+        let mut list = ClassList::<TestSpans>::new();
+        list.start_carving(7, start, start + blocks * size, true);
+        let taken: Vec<_> = (0..blocks)
+            .map(|_| list.take_block(size, false).unwrap().0)
+            .collect();
+        let free = |list: &mut ClassList<TestSpans>| {
+            for &p in &taken[8..40] {
+                // SAFETY: a block of span 7 taken above, freed once.
+                unsafe { list.put_block(p, 7, size) };
+            }
+        };
+        let take = |list: &mut ClassList<TestSpans>, max, whole_max, seen: &mut BTreeSet<usize>| {
+            let (mut block, count) = list.take_blocks(size, max, whole_max);
+            for _ in 0..count {
+                assert!(seen.insert(block as usize), "{block:?} twice");
+                // SAFETY: a block of the list just taken.
+                block = unsafe { block.cast::<*mut c_void>().read() };
+            }
+            assert!(block.is_null(), "null-terminated");
+            count
+        };
+        let expected: BTreeSet<usize> = taken[8..40].iter().map(|&p| p as usize).collect();
+
+        free(&mut list);
+        let mut seen = BTreeSet::new();
+        assert_eq!(take(&mut list, 4, 16, &mut seen), 4, "32 do not fit in 16");
+        assert_eq!(take(&mut list, 4, 28, &mut seen), 28, "the rest, whole");
+        assert_eq!(seen, expected);
+
+        free(&mut list);
+        let everything = PurgeCheck {
+            now: 0,
+            due: |_| true,
+            everything: true,
+        };
+        list.discard_free_pages(
+            &everything,
+            size,
+            page,
+            |_| start,
+            |from, len| {
+                // SAFETY: inside the test's span buffer.
+                unsafe { ptr::write_bytes(from as *mut u8, 0, len) };
+            },
+        );
+        let mut seen = BTreeSet::new();
+        assert_eq!(take(&mut list, 4, 64, &mut seen), 4, "rewritten: read");
+        assert_eq!(take(&mut list, 28, 64, &mut seen), 28);
+        assert_eq!(seen, expected);
+        assert_eq!(list.take_blocks(size, 4, 64).1, 0);
     }
 
     #[test]

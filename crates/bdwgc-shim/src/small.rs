@@ -868,9 +868,11 @@ impl ThreadCache {
         let n = batch(class);
         let arena = usize::from(self.arena.get()) % ARENAS;
         let lists = &CLASS_LISTS[arena][class];
+        // The cache is empty: spans' lists may fill it up to its limit.
+        let limit = self.growth[class].get().limit(class);
         let mut taken = match PARKED[arena][class].with(Parked::take) {
             Some(parked) => (parked.head, parked.count),
-            None => lists.with(|list| list.take_blocks(size, n)),
+            None => lists.with(|list| list.take_blocks(size, n, limit)),
         };
         if taken.0.is_null() {
             let Some(index) = new_span(class, arena) else {
@@ -879,7 +881,7 @@ impl ThreadCache {
             let start = REGION_BASE.placed() + index * SPAN_SIZE;
             taken = lists.with(|list| {
                 list.start_carving(index, start, start + SPAN_SIZE / size * size, true);
-                list.take_blocks(size, n)
+                list.take_blocks(size, n, n)
             });
         }
         let (first, count) = taken;
