@@ -868,11 +868,12 @@ impl ThreadCache {
         let n = batch(class);
         let arena = usize::from(self.arena.get()) % ARENAS;
         let lists = &CLASS_LISTS[arena][class];
-        // The cache is empty: spans' lists may fill it up to its limit.
-        let limit = self.growth[class].get().limit(class);
+        // The cache is empty: a span's whole list may fill it up to its
+        // limit (which only grows below).
+        let whole_max = self.growth[class].get().limit(class);
         let mut taken = match PARKED[arena][class].with(Parked::take) {
             Some(parked) => (parked.head, parked.count),
-            None => lists.with(|list| list.take_blocks(size, n, limit)),
+            None => lists.with(|list| list.take_blocks(size, n, whole_max)),
         };
         if taken.0.is_null() {
             let Some(index) = new_span(class, arena) else {
