@@ -811,19 +811,29 @@ mod tests {
         }
     }
 
+    /// A class list whose span `index` of `size`-byte blocks has had every
+    /// block carved and taken; the span's start, and its blocks in order.
+    fn span_all_taken(
+        index: usize,
+        size: usize,
+        page: usize,
+    ) -> (ClassList<TestSpans>, usize, Vec<*mut c_void>) {
+        let start = span_memory(page);
+        let mut list = ClassList::<TestSpans>::new();
+        list.start_carving(index, start, start + SPAN / size * size, true);
+        let taken = (0..SPAN / size)
+            .map(|_| list.take_block(size, false).unwrap().0)
+            .collect();
+        (list, start, taken)
+    }
+
     /// A span in use gives its free pages back once its list has stayed
     /// as it is for the delay, and once only until the list changes.
     #[test]
     fn free_pages_of_a_span_in_use_go_back_once_its_list_settles() {
         let page = 4096;
-        let start = span_memory(page);
         let size = 1024;
-        let blocks = SPAN / size;
-        let mut list = ClassList::<TestSpans>::new();
-        list.start_carving(2, start, start + blocks * size, true);
-        let taken: Vec<*mut c_void> = (0..blocks)
-            .map(|_| list.take_block(size, false).unwrap().0)
-            .collect();
+        let (mut list, start, taken) = span_all_taken(2, size, page);
         // Blocks 8..32 free: pages 2 to 7.
         for &p in &taken[8..32] {
             // SAFETY: a block of span 2 taken above, freed once.
@@ -975,14 +985,8 @@ mod tests {
     #[test]
     fn a_list_built_by_frees_is_taken_whole_until_the_purge_rewrites_it() {
         let page = 4096;
-        let start = span_memory(page);
         let size = 1024;
-        let blocks = SPAN / size;
-        let mut list = ClassList::<TestSpans>::new();
-        list.start_carving(7, start, start + blocks * size, true);
-        let taken: Vec<_> = (0..blocks)
-            .map(|_| list.take_block(size, false).unwrap().0)
-            .collect();
+        let (mut list, start, taken) = span_all_taken(7, size, page);
         let free = |list: &mut ClassList<TestSpans>| {
             for &p in &taken[8..40] {
                 // SAFETY: a block of span 7 taken above, freed once.
