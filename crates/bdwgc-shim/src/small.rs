@@ -19,9 +19,10 @@
 //!   clears it. (Clearing every block on free made a malloc/free churn 1.3x
 //!   glibc's time; without it, about half of glibc's.)
 //! - each thread keeps a cache of free blocks per class; caches trade blocks
-//!   with the class's spans ([`crate::central`]), in batches, under a spin
-//!   lock taken once per batch; threads and spans belong to one of a few
-//!   arenas, each with its own class lists ([`ARENAS`]);
+//!   with the class's spans ([`crate::central`]), in batches (or a span's
+//!   whole list, spliced unread), under a spin lock taken once per batch;
+//!   threads and spans belong to one of a few arenas, each with its own
+//!   class lists ([`ARENAS`]);
 //! - a span whose blocks are all back (none allocated, none in a thread's
 //!   cache) leaves its class after the purge delay ([`crate::purge`]; after
 //!   one check while the regions grow): its pages go back to the kernel and
