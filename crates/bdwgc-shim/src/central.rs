@@ -379,42 +379,40 @@ impl<T: SpanTable> ClassList<T> {
         let mut block = state.free.load(Ordering::Relaxed);
         // SAFETY: the caller's contract for `*tail`.
         unsafe { tail.write(block) };
-        let last = state.last.load(Ordering::Relaxed);
-        if !last.is_null() && free_count <= whole_max {
+        let whole = state.last.load(Ordering::Relaxed);
+        let taken = if !whole.is_null() && free_count <= whole_max {
             // The whole list, its blocks unread: their lines were most
             // likely written last by the threads that freed them, and the
             // taker reads each link when it hands the block out.
-            *tail = last.cast();
-            state.free.store(ptr::null_mut(), Ordering::Relaxed);
-            state.last.store(ptr::null_mut(), Ordering::Relaxed);
-            state.free_count.store(0, Ordering::Relaxed);
-            self.unlink(index);
-            state.since.store(0, Ordering::Relaxed);
-            return free_count;
-        }
-        let taken = free_count.min(max);
-        for _ in 1..taken {
-            // SAFETY: `block` is one of the span's free blocks, taken here.
-            // Its link is read, and written only when it is a zero word
-            // (the next block): a block's line was most likely written
-            // last by the thread that freed it, and a write here would
-            // take it from that thread's cache a second time.
-            unsafe {
-                let link = block.cast::<*mut c_void>();
-                let next = link.read();
-                block = if next.is_null() {
-                    let next = block.wrapping_byte_add(size);
-                    link.write(next);
-                    next
-                } else {
-                    next
-                };
+            block = whole;
+            free_count
+        } else {
+            let taken = free_count.min(max);
+            for _ in 1..taken {
+                // SAFETY: `block` is one of the span's free blocks, taken
+                // here. Its link is read, and written only when it is a
+                // zero word (the next block): a block's line was most likely
+                // written last by the thread that freed it, and a write here
+                // would take it from that thread's cache a second time.
+                unsafe {
+                    let link = block.cast::<*mut c_void>();
+                    let next = link.read();
+                    block = if next.is_null() {
+                        let next = block.wrapping_byte_add(size);
+                        link.write(next);
+                        next
+                    } else {
+                        next
+                    };
+                }
             }
-        }
+            taken
+        };
         // The last block taken: its link is the caller's tail.
         *tail = block.cast();
         block = if taken < free_count {
-            // SAFETY: as above, a free block of the span.
+            // SAFETY: a free block of the span, the last one taken; a list
+            // taken whole has none after it.
             unsafe { next_free(block, size) }
         } else {
             // An empty list ends with null, so that the frees that build
