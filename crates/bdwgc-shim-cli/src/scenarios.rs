@@ -334,6 +334,14 @@ pub fn all_scenarios() -> Vec<Scenario> {
             timeout: DEFAULT_TIMEOUT,
         },
         Scenario {
+            name: "before-init-busy".into(),
+            program: "before_init_busy",
+            args: vec![],
+            fails_without_shim: false,
+            what: "a thread started before GC_INIT allocates while main collects, 20 times (passes with glibc too)",
+            timeout: DEFAULT_TIMEOUT,
+        },
+        Scenario {
             name: "dlopen".into(),
             program: "dlopen_stash",
             args: vec!["@libstash".into()],

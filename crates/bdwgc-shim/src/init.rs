@@ -18,14 +18,17 @@
 //!    from then on. Adoption runs only on a registered thread because
 //!    `GC_init` marks libgc initialized before it sets up its threads:
 //!    another thread could otherwise see it half done.
-//! 3. **Threads**, the first time the shim must register a thread or sees
-//!    a thread created after adoption ([`enable_threads`]): allows thread
-//!    registration (which starts libgc's parallel markers) and learns
-//!    libgc's thread start routine. Not before: a program that never starts
-//!    a thread keeps libgc without markers, as it would be without the shim
-//!    (with them, libgc's mark stacks grow: `disclaim_bench` from bdwgc's
-//!    tests went from 10 to 46 MiB). libgc's own `GC_pthread_create` does
-//!    the same at its first call.
+//! 3. **Threads**, during adoption when other threads are running, else the
+//!    first time the shim must register a thread or sees a thread created
+//!    after adoption ([`enable_threads`]): allows thread registration
+//!    (which starts libgc's parallel markers and makes libgc take its lock
+//!    from then on) and learns libgc's thread start routine. Not before: a
+//!    program that never starts a thread keeps libgc without markers, as it
+//!    would be without the shim (with them, libgc's mark stacks grow:
+//!    `disclaim_bench` from bdwgc's tests went from 10 to 46 MiB). libgc's
+//!    own `GC_pthread_create` does the same at its first call. It is done
+//!    on a thread libgc knows wherever it can be: libgc takes no lock
+//!    before it, so another thread doing it races with that one.
 //!
 //! libgc calls the plain `pthread_create`, so the shim's hook also receives
 //! libgc's own calls: the one inside `GC_pthread_create` (whose start
@@ -44,7 +47,7 @@ use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use crate::sys::gc;
 use crate::tls::ThreadState;
-use crate::{large, real, scan, signals, small, stats, threads, tls};
+use crate::{large, proc_self, real, scan, signals, small, stats, threads, tls};
 
 const UNINITIALIZED: u8 = 0;
 const SETTING_UP: u8 = 1;
@@ -212,19 +215,42 @@ fn adopt_slow(me: &ThreadState, force: bool) -> bool {
         // A registered thread must not block the collector's signals.
         signals::unblock_collector_signals();
     }
+    // Threads that were started before libgc was initialized are registered
+    // at their next allocation. libgc must be readied for them here, on a
+    // thread it knows, before READY lets them try: until it is, libgc takes
+    // no lock, and one of them readying it while this thread allocates or
+    // collects races with it (markers counted before their mark stack
+    // exists; a crash or "Signals delivery fails constantly" in 26 of 40
+    // runs of the before-init-busy scenario).
+    if proc_self::thread_count().map_or(true, |threads| threads > 1) {
+        enable_threads_now(me);
+    }
     STATE.store(READY, Ordering::Release);
     true
 }
 
 /// Step 3, once, after adoption: readies libgc for threads the shim
 /// registers, and learns `GC_start_routine` so that the `pthread_create`
-/// hook can tell `GC_pthread_create`'s calls. Called before the shim
-/// registers a thread libgc does not know, and by the `pthread_create`
-/// hook before it looks at a new thread's start routine.
+/// hook can tell `GC_pthread_create`'s calls. Done by the adoption itself
+/// when other threads are running then; otherwise called before the shim
+/// registers a thread libgc does not know, and by the `pthread_create`,
+/// `timer_create` and `mq_notify` hooks before a new thread can start.
 pub fn enable_threads(me: &ThreadState) {
     if THREADS.load(Ordering::Acquire) == THREADS_ENABLED || !is_ready() || me.bypass.get() != 0 {
         return;
     }
+    enable_threads_now(me);
+}
+
+/// [`enable_threads`]' work, also from the adoption (not ready yet).
+///
+/// libgc takes no lock until this is done, so it is safe only where no
+/// other thread can be inside libgc: on a thread libgc knows (the adoption,
+/// a hook called by a registered thread), or on a thread that appeared
+/// after the adoption without going through a hook (a helper thread glibc
+/// starts for `aio` or `getaddrinfo_a`), in a process where no other
+/// thread had been registered yet.
+fn enable_threads_now(me: &ThreadState) {
     if THREADS
         .compare_exchange(
             THREADS_OFF,

@@ -63,7 +63,7 @@ fn resident_in(ranges: &[(usize, usize)]) -> usize {
                 .sum();
             current = (inside > 0).then_some((inside, end - start));
         } else if let Some((inside, size)) = current {
-            if let Some(kib) = proc_self::kib_field(line, b"Rss") {
+            if let Some(kib) = proc_self::number_field(line, b"Rss") {
                 resident += ((kib as u128 * 1024 * inside as u128) / size as u128) as usize;
             }
         }

@@ -51,9 +51,9 @@ pub fn mapping_range(line: &[u8]) -> Option<(usize, usize)> {
     (rest.first() == Some(&b' ') && start <= end).then_some((start, end))
 }
 
-/// The number of kB of an smaps field line such as `Rss:   120 kB`, when
-/// the line is that field.
-pub fn kib_field(line: &[u8], name: &[u8]) -> Option<usize> {
+/// The number of a field line of smaps or status, such as `Rss:   120 kB`
+/// (in kB) or `Threads: 3`, when the line is that field.
+pub fn number_field(line: &[u8], name: &[u8]) -> Option<usize> {
     let rest = line.strip_prefix(name)?.strip_prefix(b":")?;
     // (`trim_ascii_start` needs Rust 1.80; the crate supports 1.77.)
     let spaces = rest.iter().take_while(|b| b.is_ascii_whitespace()).count();
@@ -67,6 +67,16 @@ pub fn kib_field(line: &[u8], name: &[u8]) -> Option<usize> {
             .iter()
             .fold(0, |n, &d| n * 10 + usize::from(d - b'0')),
     )
+}
+
+/// How many threads the process has now, `None` when the kernel does not
+/// say.
+pub fn thread_count() -> Option<usize> {
+    let mut threads = None;
+    for_each_line(c"/proc/self/status", |line| {
+        threads = threads.or_else(|| number_field(line, b"Threads"));
+    });
+    threads
 }
 
 fn hex_prefix(text: &[u8]) -> Option<(usize, &[u8])> {
@@ -102,11 +112,32 @@ mod tests {
     }
 
     #[test]
-    fn smaps_fields_give_their_kib() {
-        assert_eq!(kib_field(b"Rss:                 120 kB", b"Rss"), Some(120));
-        assert_eq!(kib_field(b"Rss:                 120 kB", b"Pss"), None);
-        assert_eq!(kib_field(b"Rss_Anon: 3 kB", b"Rss"), None);
-        assert_eq!(kib_field(b"Rss: kB", b"Rss"), None);
+    fn fields_give_their_number() {
+        assert_eq!(
+            number_field(b"Rss:                 120 kB", b"Rss"),
+            Some(120)
+        );
+        assert_eq!(number_field(b"Rss:                 120 kB", b"Pss"), None);
+        assert_eq!(number_field(b"Rss_Anon: 3 kB", b"Rss"), None);
+        assert_eq!(number_field(b"Rss: kB", b"Rss"), None);
+        assert_eq!(number_field(b"Threads:\t3", b"Threads"), Some(3));
+    }
+
+    #[test]
+    fn this_process_counts_its_threads() {
+        extern crate std;
+        assert!(thread_count() >= Some(1));
+        // (Other tests' threads come and go meanwhile: at least these two.)
+        let (started, stop) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                started.wait();
+                stop.wait();
+            });
+            started.wait();
+            assert!(thread_count() >= Some(2));
+            stop.wait();
+        });
     }
 
     #[test]

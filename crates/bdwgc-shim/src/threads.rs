@@ -442,7 +442,8 @@ extern "C" fn sigev_thread_start(value: libc::sigval) {
 pub unsafe fn wrap_sigev_thread(
     event: *const libc::sigevent,
 ) -> Result<Option<libc::sigevent>, ()> {
-    if event.is_null() || !init::is_serving() || tls::current().bypass.get() != 0 {
+    let me = tls::current();
+    if event.is_null() || !init::is_serving() || me.bypass.get() != 0 {
         return Ok(None);
     }
     // SAFETY: caller's contract; same size and alignment (checked above).
@@ -453,6 +454,10 @@ pub unsafe fn wrap_sigev_thread(
     else {
         return Ok(None);
     };
+    // glibc's helper thread will be registered: ready libgc for it here,
+    // on the caller's thread, as the pthread_create hook does.
+    init::adopt_if_initialized(me, false);
+    init::enable_threads(me);
     let record = alloc::malloc(core::mem::size_of::<SigevRecord>()).cast::<SigevRecord>();
     if record.is_null() {
         return Err(());

@@ -30,6 +30,7 @@ scenario_tests! {
     fork_with_threads => "fork",
     two_thousand_threads => "2000-threads",
     before_main => "before-main",
+    before_init_busy => "before-init-busy",
     dlopen => "dlopen",
     cache_stress => "cache-stress",
     cache_stress_purge => "cache-stress-purge",
