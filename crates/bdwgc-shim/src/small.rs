@@ -101,19 +101,22 @@ fn batch(class: usize) -> u16 {
     thread_limit(class) / 2
 }
 
+/// What a refill takes at most while the class's limit has not grown.
+const FIRST_REFILL_BYTES: usize = 4096;
+
 /// Blocks a refill takes while the class's limit has not grown (a class
 /// the thread has hardly used yet): a batch, but no more than fit in
 /// [`FIRST_REFILL_BYTES`]. A thread that needs a few blocks of many
 /// classes would otherwise fault in a batch of each: glibc's
 /// bench-malloc-thread (2 threads, 4 bytes to 32 KiB) held 8-32 KiB per
 /// class and thread for 1-4 blocks in use, 1.4 of its 2 MiB above glibc's
-/// peak. A class that keeps running dry grows its limit at each refill,
-/// and takes whole batches from the second one on.
+/// peak. A refill grows the limit (while the thread and the process have
+/// room, [`Growth`]), so a class in use takes whole batches from its second
+/// refill on.
 fn first_batch(class: usize) -> u16 {
     let fit = (FIRST_REFILL_BYTES / block_size(class)).max(1);
     batch(class).min(fit as u16)
 }
-const FIRST_REFILL_BYTES: usize = 4096;
 
 /// How far a thread's limit for one class may grow: to this many bytes of
 /// blocks, and at most [`MAX_GROWN_LIMIT`] blocks.
