@@ -36,7 +36,7 @@
 use core::cell::Cell;
 use core::ffi::c_void;
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use crate::address_space::{self, GrowingRange, Placement, RegionBase};
 use crate::central::{self, ClassList, SpanState, SpanTable};
@@ -325,12 +325,10 @@ pub fn free_bytes() -> usize {
         return 0;
     }
     let mut free = 0;
-    for (lists, parked) in CLASS_LISTS.iter().zip(&PARKED) {
-        for (class, (list, parked)) in lists.iter().zip(parked).enumerate() {
-            free += parked.with(|parked| parked.blocks()) * block_size(class);
-            free += list.with(|list| list.free_bytes(block_size(class)));
-        }
-    }
+    for_each_list_in_use(|class, list, parked| {
+        free += parked.with(|parked| parked.blocks()) * block_size(class);
+        free += list.with(|list| list.free_bytes(block_size(class)));
+    });
     free
 }
 
@@ -524,6 +522,41 @@ static PARKED: [[SpinLocked<Parked>; CLASSES]; ARENAS] =
 /// The arena of the next thread whose cache gets ready.
 static NEXT_ARENA: AtomicUsize = AtomicUsize::new(0);
 
+/// Which classes of which arena have been given a span, a bit each (two
+/// words an arena). The purge and the reports visit only those lists, so
+/// that the lists and parked batches of arenas and classes a program does
+/// not use are never written: taking every list's lock at each sweep kept
+/// all of them (80 KiB of the shim's data) resident in every process.
+static LISTS_IN_USE: [AtomicU64; ARENAS * 2] = [const { AtomicU64::new(0) }; ARENAS * 2];
+const _: () = assert!(CLASSES <= 128);
+
+/// Notes that `class` of `arena` has been given a span: from then on its
+/// lists may hold free blocks.
+fn note_list_in_use(class: usize, arena: usize) {
+    let word = &LISTS_IN_USE[arena * 2 + class / 64];
+    let bit = 1 << (class % 64);
+    if word.load(Ordering::Relaxed) & bit == 0 {
+        word.fetch_or(bit, Ordering::Relaxed);
+    }
+}
+
+/// Calls `visit` with the class, class list and parked batches of every
+/// class of every arena that has been given a span.
+fn for_each_list_in_use(
+    mut visit: impl FnMut(usize, &SpinLocked<ClassList<SmallSpans>>, &SpinLocked<Parked>),
+) {
+    for arena in 0..ARENAS {
+        for half in 0..2 {
+            let mut bits = LISTS_IN_USE[arena * 2 + half].load(Ordering::Relaxed);
+            while bits != 0 {
+                let class = half * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                visit(class, &CLASS_LISTS[arena][class], &PARKED[arena][class]);
+            }
+        }
+    }
+}
+
 /// The arena of the region block at `p`.
 fn arena_of(p: *mut c_void) -> usize {
     span_state(span_index(p)).arena.load(Ordering::Relaxed) as usize % ARENAS
@@ -620,6 +653,7 @@ fn new_span(class: usize, arena: usize) -> Option<usize> {
         }
         state.last_class.store(entry, Ordering::Relaxed);
         state.arena.store(arena as u32, Ordering::Relaxed);
+        note_list_in_use(class, arena);
         span_class_entry(base, index).store(class as u8 + 1, Ordering::Release);
         Some(index)
     })
@@ -679,11 +713,7 @@ pub fn purge(now: u32, sweep: purge::Sweep) -> bool {
     };
     let check = purge::span_check(now, sweep);
     let mut released = false;
-    let lists = CLASS_LISTS
-        .iter()
-        .zip(&PARKED)
-        .flat_map(|(lists, parked)| lists.iter().zip(parked).enumerate());
-    for (class, (list, parked)) in lists {
+    for_each_list_in_use(|class, list, parked| {
         // Batches parked through a whole sweep (or all, with `everything`)
         // go back onto their spans first, which may free them wholly.
         let mut idle = transfer::no_batches();
@@ -711,7 +741,7 @@ pub fn purge(now: u32, sweep: purge::Sweep) -> bool {
         // `everything`).
         let start_of = |index| base + index * SPAN_SIZE;
         released |= list.with(|list| list.release_free_pages(&check, block_size(class), start_of));
-    }
+    });
     released
 }
 
